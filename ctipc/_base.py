@@ -1,0 +1,89 @@
+"""What Semaphore, Lock, SharedMemory and MessageQueue share."""
+
+from __future__ import annotations
+
+from types import TracebackType
+
+from ._segment import Core, track
+
+__all__ = ["Closable"]
+
+
+class Closable:
+    """What Semaphore, Lock and SharedMemory share: name, close, unlink, with."""
+
+    _core: Core | None = None  # class default: nothing held, even after a failed __init__
+    # One entry per call in progress in any thread (list.append/pop are
+    # atomic).  close() frees the OS handles those calls use only when none
+    # is in progress; otherwise the last call to finish frees them.
+    _inflight: list[None] = []  # replaced per instance by _start()
+
+    @property
+    def name(self) -> str:
+        assert self._core is not None
+        return self._core.name
+
+    @property
+    def closed(self) -> bool:
+        return self._core is None or self._core.closed
+
+    def _start(self, core: Core) -> None:
+        """End of a successful ``__init__``: the object is usable."""
+        self._inflight = []
+        self._core = core
+        track(self, core)
+
+    def close(self) -> None:
+        """Close this process's handle (idempotent).  The object itself is
+        removed when the last process that has it open closes it, unless it
+        is persistent.  A call blocked in another thread raises ValueError
+        within a fraction of a second."""
+        core = self._core
+        if core is not None:
+            core.close()
+            if not self._inflight:
+                core.kind.release(core.resources)
+
+    def _enter(self) -> None:
+        """Start of a call that uses OS handles: pair with ``_leave``."""
+        self._inflight.append(None)
+        core = self._core
+        if core is None or core.closed:
+            self._leave()
+            raise ValueError(f"{type(self).__name__} is closed")
+
+    def _leave(self) -> None:
+        inflight = self._inflight
+        inflight.pop()
+        core = self._core
+        if not inflight and core is not None and core.closed:
+            core.kind.release(core.resources)
+
+    def unlink(self) -> None:
+        """Remove the object's name now (idempotent).  Processes that have it
+        open keep using it; a later open by name creates a new object.  On
+        Windows this does nothing: an object lives while any handle does."""
+        if self._core is not None:
+            self._core.unlink()
+
+    def _check_open(self) -> None:
+        if self._core is None or self._core.closed:
+            raise ValueError(f"{type(self).__name__} is closed")
+
+    def __repr__(self) -> str:
+        core = self._core
+        if core is None:
+            return f"<ctipc.{type(self).__name__} (not open)>"
+        state = "closed" if core.closed else self._state()
+        return f"<ctipc.{type(self).__name__} name={core.name!r} {state}>"
+
+    def _state(self) -> str:
+        return "open"
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()

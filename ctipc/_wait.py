@@ -1,0 +1,77 @@
+"""Argument checks and the one blocking-wait recipe every primitive uses."""
+
+from __future__ import annotations
+
+import time
+from typing import Callable
+
+from ._consts import WAIT_SLICE
+
+
+def check_timeout(blocking: bool, timeout: float | None) -> float | None:
+    """Validate ``(blocking, timeout)`` like ``threading.Lock.acquire``;
+    return the timeout in seconds, or None for "forever"."""
+    if timeout is None or timeout == -1:
+        return None
+    if isinstance(timeout, bool) or not isinstance(timeout, (int, float)):
+        raise TypeError(f"timeout must be a number or None, not {type(timeout).__name__}")
+    if not blocking:
+        raise ValueError("can't specify a timeout for a non-blocking call")
+    if timeout < 0 or timeout != timeout:
+        raise ValueError("timeout value must be a non-negative number")
+    return float(timeout)
+
+
+def wait(
+    attempt: Callable[[float], bool],
+    blocking: bool,
+    timeout: float | None,
+    check_open: Callable[[], object],
+) -> bool:
+    """Call ``attempt(seconds)`` until it returns True or the deadline passes.
+
+    ``attempt(0)`` tries without blocking; later calls block for at most
+    ``WAIT_SLICE``, so that Python runs signal handlers (Ctrl-C raises
+    KeyboardInterrupt within a slice), notices ``close()`` from another thread
+    (``check_open`` raises), and honours the monotonic deadline.
+    """
+    if attempt(0.0):
+        return True
+    if not blocking:
+        return False
+    deadline = None if timeout is None else time.monotonic() + timeout
+    while True:
+        if deadline is None:
+            slice_ = WAIT_SLICE
+        else:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return False
+            slice_ = min(WAIT_SLICE, remaining)
+        check_open()
+        if attempt(slice_):
+            return True
+
+
+def check_create(create: object) -> bool | None:
+    if create is not None and not isinstance(create, bool):
+        raise TypeError(f"create must be None, True or False, not {create!r}")
+    return create
+
+
+def check_permissions(permissions: object) -> int:
+    if isinstance(permissions, bool) or not isinstance(permissions, int):
+        raise TypeError(f"permissions must be an int such as 0o600, not {permissions!r}")
+    if not 0 <= permissions <= 0o777:
+        raise ValueError(f"permissions must be within 0o000..0o777, got {permissions:#o}")
+    return permissions
+
+
+def check_size(value: object, what: str, allow_none: bool = True) -> int | None:
+    if value is None and allow_none:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"{what} must be an int, not {type(value).__name__}")
+    if value <= 0:
+        raise ValueError(f"{what} must be > 0, got {value}")
+    return value

@@ -1,0 +1,569 @@
+"""Named message queues: any number of producers and consumers, by name.
+
+One shared-memory segment holds a byte ring of ``capacity`` bytes and two
+crash-safe mutexes: the *put* mutex orders producers and guards ``tail``,
+the *get* mutex orders consumers and guards ``head``.  A producer copies its
+record beyond ``tail`` and only then publishes the new ``tail``: a producer
+killed half-way leaves bytes no consumer can see.  Each side reads the other
+side's position only under the other side's mutex (whose acquire/release
+pairs order the memory accesses on every CPU, ARM included), and caches it,
+so in steady state a put or a get takes one mutex.  Two named semaphores wake
+sleeping consumers and producers; they are posted only when someone sleeps.
+Layout: docs/FORMAT.md.
+"""
+
+from __future__ import annotations
+
+import mmap
+import struct
+import time
+from collections.abc import AsyncIterator, Iterable
+from typing import Any, Callable
+
+from . import _names, aio
+from ._backend import MUTEX_TIMEOUT, WAIT_SLICE
+from ._backend import os_backend as _os
+from ._base import Closable
+from ._errors import CorruptedError, Empty, Full, IncompatibleError
+from ._segment import HEADER_SIZE, Core, Header, Kind, register_kind
+from ._wait import check_create, check_permissions, check_size
+from .listener import Listener
+
+__all__ = ["MessageQueue"]
+
+DEFAULT_CAPACITY = 1 << 20
+DEFAULT_MAX_MESSAGE = 64 << 10
+
+PAGE = max(4096, mmap.PAGESIZE)  # each mutex is mapped a page at a time
+PUT_MUTEX = HEADER_SIZE  # offsets in the segment
+GET_MUTEX = HEADER_SIZE + PAGE
+CONTROL = HEADER_SIZE + 2 * PAGE
+RING = HEADER_SIZE + 3 * PAGE
+# Control page: native unsigned 64-bit words (struct "Q": one aligned store).
+TAIL, PUTS, CONSUMERS_WAITING = CONTROL, CONTROL + 8, CONTROL + 16  # under the put mutex
+HEAD, GETS, PRODUCERS_WAITING = CONTROL + 64, CONTROL + 72, CONTROL + 80  # under the get mutex
+_U64 = struct.Struct("Q")
+_RECORD = struct.Struct("=II")  # payload length, reserved (0)
+WRAP = 0xFFFFFFFF  # a record length meaning "continue at the start of the ring"
+
+
+def _record_size(n: int) -> int:
+    return _RECORD.size + ((n + 7) & ~7)
+
+
+class _QueueKind(Kind):
+    letter = "q"
+    label = "MessageQueue"
+
+    def area_size(self, params: tuple[int, int]) -> int:
+        return 3 * PAGE + (params[0] & ~7)
+
+    def check_create(self, params: tuple[int, int]) -> None:
+        _check_sizes(*params)
+
+    def on_create(self, core: Core) -> None:
+        assert core.mm is not None
+        r = core.resources
+        r["put"] = _os.mutex_create(core.seg, core.mm, PUT_MUTEX)
+        r["get"] = _os.mutex_create(core.seg, core.mm, GET_MUTEX)
+        for key, role in (("data", "r"), ("room", "w")):
+            r[key] = _os.semaphore_open(_names.sibling(core.os_name, role), True, 0, core.mode)
+
+    def on_attach(self, core: Core) -> None:
+        assert core.mm is not None
+        r = core.resources
+        r["put"] = _os.mutex_open(core.seg, core.mm, PUT_MUTEX)
+        r["get"] = _os.mutex_open(core.seg, core.mm, GET_MUTEX)
+        for key, role in (("data", "r"), ("room", "w")):
+            try:
+                r[key] = _os.semaphore_open(_names.sibling(core.os_name, role), False, 0, 0)
+            except FileNotFoundError:
+                raise CorruptedError(f"a semaphore of queue {core.name!r} is missing") from None
+
+    def release(self, resources: dict[str, Any]) -> None:
+        for key in ("put", "get"):
+            if key in resources:
+                _os.mutex_close(resources.pop(key))
+        for key in ("data", "room"):
+            if key in resources:
+                _os.semaphore_close(resources.pop(key))
+
+    def remove_extras(self, seg_os_name: str) -> None:
+        _os.semaphore_unlink(_names.sibling(seg_os_name, "r"))
+        _os.semaphore_unlink(_names.sibling(seg_os_name, "w"))
+        _os.mutex_unlink(seg_os_name, PUT_MUTEX)
+        _os.mutex_unlink(seg_os_name, GET_MUTEX)
+
+
+register_kind(_QueueKind())
+
+
+def _check_sizes(capacity: int, max_message: int) -> None:
+    if max_message >= WRAP:
+        raise ValueError("max_message must be below 4 GiB")
+    if _record_size(max_message) > (capacity & ~7) // 2:
+        raise ValueError(
+            f"max_message={max_message} does not fit twice in capacity={capacity}: "
+            f"capacity must be at least {2 * _record_size(max_message)}"
+        )
+
+
+def _data(message: object) -> memoryview:
+    if isinstance(message, str):
+        raise TypeError("a message is bytes-like, not str (encode it first)")
+    try:
+        view = memoryview(message)  # type: ignore[arg-type]
+    except TypeError:
+        raise TypeError(f"a message is bytes-like, not {type(message).__name__}") from None
+    return view if view.format == "B" and view.ndim == 1 else view.cast("B")
+
+
+def _queue_timeout(block: bool, timeout: float | None) -> float | None:
+    """Like queue.Queue: timeout only matters when blocking; None waits forever."""
+    if not block or timeout is None:
+        return None
+    if isinstance(timeout, bool) or not isinstance(timeout, (int, float)):
+        raise TypeError(f"timeout must be a number or None, not {type(timeout).__name__}")
+    if timeout < 0 or timeout != timeout:
+        raise ValueError("'timeout' must be a non-negative number")
+    return float(timeout)
+
+
+class MessageQueue(Closable):
+    """A queue of byte messages that any process can open by name.
+
+    ``capacity`` is the size of the ring in bytes and ``max_message`` the
+    largest message; both are used when creating (a record takes 8 bytes
+    plus the message rounded up to 8).  A process that attaches gets the
+    queue's own values; explicit values that contradict them raise
+    :class:`ctipc.IncompatibleError`.  Each message is delivered once, in the
+    order of the puts (so in order per producer).  See ``docs/FORMAT.md``.
+    """
+
+    def __init__(
+        self,
+        name: str,
+        *,
+        capacity: int | None = None,
+        max_message: int | None = None,
+        create: bool | None = None,
+        persistent: bool = False,
+        permissions: int = 0o600,
+    ) -> None:
+        _names.validate_name(name)
+        check_create(create)
+        mode = check_permissions(permissions)
+        check_size(capacity, "capacity")
+        check_size(max_message, "max_message")
+        if capacity is not None and max_message is not None:
+            _check_sizes(capacity, max_message)  # wrong whether creating or not
+        cap = DEFAULT_CAPACITY if capacity is None else capacity
+        biggest = DEFAULT_MAX_MESSAGE if max_message is None else max_message
+
+        def check(core: Core, header: Header) -> None:
+            for given, stored, what in (
+                (capacity, header.param0, "capacity"),
+                (max_message, header.param1, "max_message"),
+            ):
+                if given is not None and given != stored:
+                    raise IncompatibleError(
+                        f"MessageQueue {name!r} has {what}={stored}, not {given}", name
+                    )
+            ring = header.param0 & ~7
+            if (
+                header.total != RING + ring
+                or header.param1 >= WRAP
+                or _record_size(header.param1) > ring // 2
+            ):
+                raise CorruptedError(f"MessageQueue {name!r} has inconsistent sizes", name)
+
+        core = Core(_QueueKind(), name)
+        core.open(create, bool(persistent), mode, (cap, biggest), check)
+        assert core.header is not None and core.mm is not None
+        self._capacity: int = core.header.param0
+        self._max_message: int = core.header.param1
+        self._ring = self._capacity & ~7
+        self._mm = core.mm
+        r = core.resources
+        self._put_mutex, self._get_mutex = r["put"], r["get"]
+        self._data_sem, self._room_sem = r["data"], r["room"]
+        # This process's view of the other side's position.  Positions only
+        # grow, so a stale view is a conservative one.
+        self._tail_seen = 0
+        self._head_seen = 0
+        self._start(core)
+
+    # -- properties ------------------------------------------------------------
+    @property
+    def capacity(self) -> int:
+        """Bytes of ring, as given when the queue was created."""
+        return self._capacity
+
+    @property
+    def max_message(self) -> int:
+        """The largest message in bytes, as given when the queue was created."""
+        return self._max_message
+
+    def __len__(self) -> int:
+        """Messages in the queue now (a snapshot: others may change it)."""
+        self._enter()
+        try:
+            puts: int = _U64.unpack_from(self._mm, PUTS)[0]
+            gets: int = _U64.unpack_from(self._mm, GETS)[0]
+        finally:
+            self._leave()
+        return max(0, puts - gets)
+
+    def _state(self) -> str:
+        return f"messages={len(self)} capacity={self._capacity}"
+
+    # -- locking -----------------------------------------------------------------
+    def _lock(self, mutex: Any, deadline: float | None) -> bool:
+        """Take a side's mutex (a dead holder's state needs no repair: a
+        position is published by one store, after the bytes it covers)."""
+        if _os.mutex_acquire(mutex, 0.0) != MUTEX_TIMEOUT:
+            return True
+        while True:
+            if deadline is None:
+                slice_ = WAIT_SLICE
+            else:
+                slice_ = min(WAIT_SLICE, deadline - time.monotonic())
+                if slice_ <= 0:
+                    return False
+            self._check_open()
+            if _os.mutex_acquire(mutex, slice_) != MUTEX_TIMEOUT:
+                return True
+
+    def _refresh_tail(self, deadline: float | None, waiting: int = 0) -> bool:
+        """Read ``tail`` under the put mutex; add ``waiting`` to the count of
+        sleeping consumers there.  False if the mutex was not had in time."""
+        if not self._lock(self._put_mutex, deadline):
+            return False
+        try:
+            mm = self._mm
+            self._tail_seen = _U64.unpack_from(mm, TAIL)[0]
+            if waiting:
+                count = _U64.unpack_from(mm, CONSUMERS_WAITING)[0]
+                _U64.pack_into(mm, CONSUMERS_WAITING, max(0, count + waiting))
+        finally:
+            _os.mutex_release(self._put_mutex)
+        return True
+
+    def _refresh_head(self, deadline: float | None, waiting: int = 0) -> bool:
+        if not self._lock(self._get_mutex, deadline):
+            return False
+        try:
+            mm = self._mm
+            self._head_seen = _U64.unpack_from(mm, HEAD)[0]
+            if waiting:
+                count = _U64.unpack_from(mm, PRODUCERS_WAITING)[0]
+                _U64.pack_into(mm, PRODUCERS_WAITING, max(0, count + waiting))
+        finally:
+            _os.mutex_release(self._get_mutex)
+        return True
+
+    # -- put -----------------------------------------------------------------------
+    def _append(self, views: list[memoryview], deadline: float | None) -> int:
+        """Write as many of ``views`` as fit, in one critical section; return
+        how many.  -1: the put mutex was not had before the deadline."""
+        if not self._lock(self._put_mutex, deadline):
+            return -1
+        mm, ring = self._mm, self._ring
+        written = 0
+        try:
+            tail = _U64.unpack_from(mm, TAIL)[0]
+            head = self._head_seen
+            if not head <= tail <= head + ring:
+                head = self._head_seen = tail - ring if tail > ring else 0
+            for view in views:
+                n = view.nbytes
+                size = _record_size(n)
+                pos = tail % ring
+                skip = ring - pos if pos + size > ring else 0
+                if tail + skip + size - head > ring:
+                    break
+                if skip:
+                    _RECORD.pack_into(mm, RING + pos, WRAP, 0)
+                    tail += skip
+                    pos = 0
+                start = RING + pos + _RECORD.size
+                mm[start : start + n] = view
+                _RECORD.pack_into(mm, RING + pos, n, 0)
+                tail += size
+                written += 1
+            if written:
+                # Publish: one aligned store, after every byte it covers.
+                _U64.pack_into(mm, TAIL, tail)
+                _U64.pack_into(mm, PUTS, _U64.unpack_from(mm, PUTS)[0] + written)
+                sleepers = _U64.unpack_from(mm, CONSUMERS_WAITING)[0]
+            else:
+                sleepers = 0
+        finally:
+            _os.mutex_release(self._put_mutex)
+        if sleepers:
+            _os.semaphore_post(self._data_sem, min(written, sleepers))
+        return written
+
+    def _put_views(self, views: list[memoryview], block: bool, timeout: float | None) -> int:
+        """Put ``views`` in order; return how many were put before the
+        deadline passed (``len(views)`` when all were)."""
+        seconds = _queue_timeout(block, timeout)
+        now = time.monotonic()
+        deadline = now if not block else None if seconds is None else now + seconds
+        sent = 0
+        registered = False
+        try:
+            while sent < len(views):
+                done = self._append(views[sent:], deadline)
+                if done > 0:
+                    sent += done
+                    continue
+                # No room as far as this process knew (or no mutex in time):
+                # read the head again, registering as a sleeper once so that
+                # a get from now on posts for us.
+                if done < 0 or not self._refresh_head(deadline, 0 if registered else 1):
+                    break
+                registered = True
+                if self._room_for(views[sent]):
+                    continue
+                remaining = WAIT_SLICE if deadline is None else deadline - time.monotonic()
+                if remaining <= 0:
+                    break
+                self._check_open()
+                _os.semaphore_wait(self._room_sem, min(WAIT_SLICE, remaining))
+        finally:
+            if registered:
+                self._refresh_head(None, -1)
+        return sent
+
+    def _room_for(self, view: memoryview) -> bool:
+        # The put mutex is not held: a hint, confirmed by _append.
+        tail: int = _U64.unpack_from(self._mm, TAIL)[0]
+        size = _record_size(view.nbytes)
+        pos = tail % self._ring
+        skip = self._ring - pos if pos + size > self._ring else 0
+        return tail + skip + size - self._head_seen <= self._ring
+
+    def put(self, data: bytes | bytearray | memoryview, block: bool = True,
+            timeout: float | None = None) -> None:  # fmt: skip
+        """Append a message (any bytes-like object of 0..max_message bytes).
+        Raises :class:`ctipc.Full` if no room appeared before ``timeout``
+        (at once if not ``block``); ValueError, with nothing written, if it
+        is larger than ``max_message``."""
+        view = self._checked(data)
+        self._enter()
+        try:
+            if not self._put_views([view], block, timeout):
+                raise Full
+        finally:
+            self._leave()
+
+    def put_nowait(self, data: bytes | bytearray | memoryview) -> None:
+        """``put(data, block=False)``."""
+        self.put(data, block=False)
+
+    def put_many(self, messages: Iterable[bytes | bytearray | memoryview],
+                 block: bool = True, timeout: float | None = None) -> None:  # fmt: skip
+        """Append several messages, in order, with as few critical sections
+        as room allows.  Every message is checked before any is written.  On
+        :class:`ctipc.Full` (no room before ``timeout``) the messages before
+        the first one that did not fit have been put; the exception says how
+        many."""
+        views = [self._checked(m) for m in messages]
+        self._enter()
+        try:
+            sent = self._put_views(views, block, timeout)
+        finally:
+            self._leave()
+        if sent < len(views):
+            raise Full(f"{sent} of {len(views)} messages were put before the queue stayed full")
+
+    def _checked(self, data: object) -> memoryview:
+        view = _data(data)
+        if view.nbytes > self._max_message:
+            raise ValueError(
+                f"message of {view.nbytes} bytes exceeds max_message={self._max_message}"
+            )
+        return view
+
+    # -- get ------------------------------------------------------------------------
+    def _take(self, limit: int, deadline: float | None) -> list[bytes] | None:
+        """Take up to ``limit`` messages in one critical section.  [] if
+        there were none up to the tail this process has seen; None if the
+        get mutex was not had before the deadline."""
+        if not self._lock(self._get_mutex, deadline):
+            return None
+        mm, ring = self._mm, self._ring
+        out: list[bytes] = []
+        try:
+            head = _U64.unpack_from(mm, HEAD)[0]
+            tail = self._tail_seen
+            if tail < head:
+                return out  # this process's view of tail is older than head
+            if tail - head > ring:
+                raise CorruptedError(f"queue {self.name!r}: positions out of range", self.name)
+            while head < tail and len(out) < limit:
+                pos = head % ring
+                n, _ = _RECORD.unpack_from(mm, RING + pos)
+                if n == WRAP:
+                    head += ring - pos
+                    pos = 0
+                    if head >= tail:
+                        break
+                    n, _ = _RECORD.unpack_from(mm, RING)
+                size = _record_size(n)
+                if n > self._max_message or head + size > tail or pos + size > ring:
+                    raise CorruptedError(f"queue {self.name!r}: corrupt record", self.name)
+                start = RING + pos + _RECORD.size
+                out.append(mm[start : start + n])
+                head += size
+            if out or head != _U64.unpack_from(mm, HEAD)[0]:
+                _U64.pack_into(mm, HEAD, head)
+                _U64.pack_into(mm, GETS, _U64.unpack_from(mm, GETS)[0] + len(out))
+                sleepers = _U64.unpack_from(mm, PRODUCERS_WAITING)[0]
+            else:
+                sleepers = 0
+        finally:
+            _os.mutex_release(self._get_mutex)
+        if sleepers and out:
+            _os.semaphore_post(self._room_sem, min(len(out), sleepers))
+        return out
+
+    def _get(self, limit: int, block: bool, timeout: float | None) -> list[bytes]:
+        seconds = _queue_timeout(block, timeout)
+        now = time.monotonic()
+        deadline = now if not block else None if seconds is None else now + seconds
+        if self._tail_seen <= _U64.unpack_from(self._mm, HEAD)[0]:
+            self._refresh_tail(deadline)  # caught up with what we knew: look again
+        got = self._take(limit, deadline)
+        if got:
+            return got
+        if not block:
+            raise Empty
+        registered = False
+        try:
+            while True:
+                # Read the tail under the put mutex, registering as a sleeper
+                # the first time, so that a put from now on posts for us.
+                if self._refresh_tail(deadline, 0 if registered else 1):
+                    registered = True
+                    got = self._take(limit, deadline)
+                    if got:
+                        return got
+                if deadline is None:
+                    slice_ = WAIT_SLICE
+                else:
+                    slice_ = min(WAIT_SLICE, deadline - time.monotonic())
+                    if slice_ <= 0:
+                        raise Empty
+                self._check_open()
+                _os.semaphore_wait(self._data_sem, slice_)
+        finally:
+            if registered:
+                self._refresh_tail(None, -1)
+
+    def get(self, block: bool = True, timeout: float | None = None) -> bytes:
+        """Remove and return the oldest message.  Raises
+        :class:`ctipc.Empty` if none came before ``timeout`` (at once if
+        not ``block``)."""
+        self._enter()
+        try:
+            return self._get(1, block, timeout)[0]
+        finally:
+            self._leave()
+
+    def get_nowait(self) -> bytes:
+        """``get(block=False)``."""
+        return self.get(block=False)
+
+    def get_many(self, max_messages: int = 100, block: bool = True,
+                 timeout: float | None = None) -> list[bytes]:  # fmt: skip
+        """Remove and return up to ``max_messages`` messages, oldest first:
+        at least one, waiting for it like ``get``, then whatever else is
+        already there."""
+        if isinstance(max_messages, bool) or not isinstance(max_messages, int):
+            raise TypeError("max_messages must be an int")
+        if max_messages < 1:
+            raise ValueError("max_messages must be one or more")
+        self._enter()
+        try:
+            return self._get(max_messages, block, timeout)
+        finally:
+            self._leave()
+
+    def wait_readable(self, timeout: float) -> bool:
+        """Wait at most ``timeout`` seconds (one slice at most) until a
+        message is probably there, without taking it.  True also means a
+        wake-up was consumed: a caller that then does not try to take a
+        message should give it back with ``_wake_consumer()``.  For event
+        loops: ``aget`` waits with this in a thread and takes the message in
+        the loop, so that cancelling it never loses a message."""
+        self._check_open()
+        deadline = time.monotonic() + timeout
+        if not self._refresh_tail(deadline, 1):
+            return False
+        try:
+            if self._tail_seen != _U64.unpack_from(self._mm, HEAD)[0]:
+                return True
+            return bool(_os.semaphore_wait(self._data_sem, max(0.0, min(WAIT_SLICE, timeout))))
+        finally:
+            self._refresh_tail(None, -1)
+
+    def wait_writable(self, timeout: float) -> bool:
+        """Like ``wait_readable``, for room for a message of ``max_message``
+        bytes... or any message: True when the ring is not full as far as
+        this process can see, or when a consumer woke us."""
+        self._check_open()
+        deadline = time.monotonic() + timeout
+        if not self._refresh_head(deadline, 1):
+            return False
+        try:
+            tail = _U64.unpack_from(self._mm, TAIL)[0]
+            if tail - self._head_seen < self._ring // 2:
+                return True
+            return bool(_os.semaphore_wait(self._room_sem, max(0.0, min(WAIT_SLICE, timeout))))
+        finally:
+            self._refresh_head(None, -1)
+
+    def _wake_consumer(self) -> None:
+        self._wake(self._data_sem)
+
+    def _wake_producer(self) -> None:
+        self._wake(self._room_sem)
+
+    def _wake(self, sem: int) -> None:
+        try:
+            self._enter()
+        except ValueError:
+            return  # closed: nobody here to wake
+        try:
+            _os.semaphore_post(sem, 1)
+        finally:
+            self._leave()
+
+    def close(self) -> None:
+        """Close this process's handle (idempotent); messages stay for the
+        other processes that have the queue open (or, if persistent, for
+        later ones)."""
+        super().close()
+
+    def __enter__(self) -> MessageQueue:
+        return self
+
+    def listen(self, callback: Callable[[bytes], object]) -> Listener:
+        """Start a daemon thread calling ``callback(message)`` for each
+        message, in order; returns its :class:`Listener` (``stop()`` it)."""
+        return Listener(self, callback)
+
+    def __aiter__(self) -> AsyncIterator[bytes]:
+        return aio.iterate(self)
+
+    async def aget(self) -> bytes:
+        """``get()`` for asyncio: waits in a thread, never blocks the loop;
+        cancelling it never loses or duplicates a message."""
+        return await aio.aget(self)
+
+    async def aput(self, data: bytes | bytearray | memoryview) -> None:
+        """``put()`` for asyncio: waits for room in a thread, never blocks
+        the loop; cancelling it never puts a message twice."""
+        await aio.aput(self, data)

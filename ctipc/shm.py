@@ -1,0 +1,173 @@
+"""Named shared memory."""
+
+from __future__ import annotations
+
+import mmap
+from types import TracebackType
+
+from . import _names
+from ._backend import os_backend as _os
+from ._base import Closable
+from ._errors import CorruptedError, IncompatibleError
+from ._segment import HEADER_SIZE, Core, Header, Kind, register_kind
+from ._wait import check_create, check_permissions, check_size
+
+__all__ = ["SharedMemory"]
+
+
+class _SharedMemoryKind(Kind):
+    letter = "m"
+    label = "SharedMemory"
+    # The data is mapped apart from the header, so that close() can find out
+    # that the caller still holds views of it (BufferError) before anything
+    # else changes.
+    core_maps_area = False
+
+    def area_size(self, params: tuple[int, int]) -> int:
+        return params[0]
+
+
+register_kind(_SharedMemoryKind())
+
+
+class SharedMemory(Closable):
+    """A block of memory that any process can map by name.
+
+    ``size`` (bytes, > 0) is needed to create; a process that attaches gets
+    the size the creator gave, and an explicit ``size`` that contradicts it
+    raises :class:`ctipc.IncompatibleError`.  ``buf`` is a writable
+    ``memoryview`` of exactly ``size`` bytes (zero-copy); ``read``/``write``
+    and the ``*_str`` helpers check every offset and length first.  New memory
+    is zero-filled.  ctipc does not synchronise access: guard multi-step
+    updates with a :class:`Lock`.
+    """
+
+    _data: mmap.mmap | None = None
+    _buf: memoryview | None = None
+
+    def __init__(
+        self,
+        name: str,
+        size: int | None = None,
+        *,
+        create: bool | None = None,
+        persistent: bool = False,
+        permissions: int = 0o600,
+    ) -> None:
+        _names.validate_name(name)
+        check_create(create)
+        mode = check_permissions(permissions)
+        size = check_size(size, "size")
+        if create is True and size is None:
+            raise ValueError("size is needed to create a SharedMemory")
+        if size is None:
+            create = False  # nothing to create with: attach only
+
+        def check(core: Core, header: Header) -> None:
+            if size is not None and size != header.param0:
+                raise IncompatibleError(
+                    f"SharedMemory {name!r} has size {header.param0}, not {size}", name
+                )
+            if header.total != HEADER_SIZE + header.param0:
+                raise CorruptedError(f"SharedMemory {name!r} has inconsistent sizes", name)
+
+        core = Core(_SharedMemoryKind(), name)
+        core.open(create, bool(persistent), mode, (size, None), check)
+        assert core.header is not None
+        self._size: int = core.header.param0
+        try:
+            self._data = _os.segment_map(core.seg, HEADER_SIZE, self._size)
+        except BaseException:
+            core.close()
+            raise
+        self._buf = memoryview(self._data)
+        self._start(core)
+
+    @property
+    def size(self) -> int:
+        """The size in bytes given when the object was created."""
+        return self._size
+
+    @property
+    def buf(self) -> memoryview:
+        """A writable memoryview of the whole block.  Release views taken
+        from it (``with shm.buf[a:b] as v: ...``) before ``close()``."""
+        buf = self._buf
+        if buf is None or self.closed:
+            raise ValueError("SharedMemory is closed")
+        return buf
+
+    def _span(self, offset: object, length: object) -> tuple[int, int]:
+        if isinstance(offset, bool) or not isinstance(offset, int):
+            raise TypeError(f"offset must be an int, not {type(offset).__name__}")
+        if not 0 <= offset <= self._size:
+            raise ValueError(f"offset {offset} is outside 0..{self._size}")
+        if length is None:
+            return offset, self._size - offset
+        if isinstance(length, bool) or not isinstance(length, int):
+            raise TypeError(f"length must be an int or None, not {type(length).__name__}")
+        if length < 0 or offset + length > self._size:
+            raise ValueError(f"{length} bytes at offset {offset} do not fit in {self._size}")
+        return offset, length
+
+    def write(self, data: bytes | bytearray | memoryview, offset: int = 0) -> int:
+        """Copy ``data`` (any bytes-like object) to ``offset``; return its length.
+        ValueError, with nothing written, if it does not fit."""
+        with memoryview(data) as view:
+            raw = view.cast("B") if view.format != "B" or view.ndim != 1 else view
+            offset, n = self._span(offset, raw.nbytes)
+            self.buf[offset : offset + n] = raw
+            return n
+
+    def read(self, offset: int = 0, length: int | None = None) -> bytes:
+        """Copy ``length`` bytes from ``offset`` (default: to the end)."""
+        offset, n = self._span(offset, length)
+        return bytes(self.buf[offset : offset + n])
+
+    def write_str(self, text: str, offset: int = 0) -> int:
+        """Write ``text`` as UTF-8 followed by a NUL; return the bytes written
+        (NUL included).  ValueError, with nothing written, if it does not fit
+        or contains NUL."""
+        if not isinstance(text, str):
+            raise TypeError(f"text must be str, not {type(text).__name__}")
+        if "\0" in text:
+            raise ValueError("text must not contain NUL, which ends it")
+        return self.write(text.encode("utf-8") + b"\0", offset)
+
+    def read_str(self, offset: int = 0) -> str:
+        """The UTF-8 text at ``offset`` up to the first NUL (or the end).
+        Bytes that are not UTF-8 become U+FFFD."""
+        offset, n = self._span(offset, None)
+        buf = self.buf
+        assert self._data is not None
+        end = self._data.find(b"\0", offset, offset + n)
+        return bytes(buf[offset : offset + n if end < 0 else end]).decode("utf-8", "replace")
+
+    def close(self) -> None:
+        """Unmap and close (idempotent).  BufferError, with nothing changed,
+        while views taken from ``buf`` are still alive."""
+        data = self._data
+        if data is not None and not data.closed:
+            if self._buf is not None:
+                self._buf.release()
+            try:
+                data.close()  # BufferError if the caller still holds views
+            except BufferError:
+                self._buf = memoryview(data)
+                raise
+            self._buf = None
+        super().close()
+
+    def _state(self) -> str:
+        return f"size={self._size}"
+
+    def __enter__(self) -> SharedMemory:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
