@@ -57,7 +57,7 @@ def _gc(args: argparse.Namespace) -> int:
 
 
 def _demo_cmd(args: argparse.Namespace) -> int:
-    return _demo.run(workers=args.workers, rounds=args.rounds)
+    return _demo.run(workers=args.workers, rounds=args.rounds, burst=args.messages)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -75,7 +75,8 @@ def main(argv: list[str] | None = None) -> int:
     p.set_defaults(func=_gc)
     p = sub.add_parser("demo", help="run a multi-process demo")
     p.add_argument("--workers", type=int, default=4)
-    p.add_argument("--rounds", type=int, default=2000)
+    p.add_argument("--rounds", type=int, default=2000, help="jobs per worker")
+    p.add_argument("--messages", type=int, default=50_000, help="messages per worker")
     p.set_defaults(func=_demo_cmd)
     args = parser.parse_args(argv)
     try:

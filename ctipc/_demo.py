@@ -1,13 +1,16 @@
 """``python -m ctipc demo``: worker processes that share nothing but names.
 
-The parent creates a Lock, a Semaphore and a SharedMemory; it starts worker
-interpreters (``multiprocessing`` with the "spawn" method, so each is a fresh
-process that inherits no handle) that open them by name.  Each worker does
-``rounds`` jobs: it takes one of ``slots`` permits of the Semaphore (at most
-that many workers are "busy" at once), increments a shared counter under the
-Lock, records the highest concurrency it saw, and gives the permit back.  At
-the end the parent checks the counter is exact and concurrency never passed
-the limit.
+The parent creates a Lock, a Semaphore, a SharedMemory and a MessageQueue;
+it starts worker interpreters (``multiprocessing`` with the "spawn" method,
+so each is a fresh process that inherits no handle) that open them by name.
+Each worker does ``rounds`` jobs: it takes one of ``slots`` permits of the
+Semaphore (at most that many workers are "busy" at once), increments a
+shared counter under the Lock, records the highest concurrency it saw, gives
+the permit back and reports the job on the queue, where the parent counts
+the reports.  Then each worker streams ``burst`` small messages through the
+queue in batches, to show its speed.  At the end the parent checks that the
+counter and the reports are exact, that every streamed message arrived in
+order, and that concurrency never passed the limit.
 """
 
 from __future__ import annotations
@@ -17,24 +20,40 @@ import os
 import struct
 import sys
 import time
-from contextlib import closing
-from typing import TextIO
+from contextlib import ExitStack, closing
+from typing import Any, TextIO
 
+from ._errors import Empty
+from .mq import MessageQueue
 from .semaphore import Lock, Semaphore
 from .shm import SharedMemory
 
-# counter, busy now, highest busy seen, per-worker done counts follow
+# counter, busy now, highest busy seen; per-worker done counts follow
 _STATE = struct.Struct("=QQQ")
+_JOB = struct.Struct("=II")  # worker, job number: one report per job
+_BURST = struct.Struct("=II56x")  # worker, sequence number: 64-byte messages
 
 
-def _worker(prefix: str, index: int, rounds: int) -> None:
-    # `with lock:` and `with slots:` acquire and release; closing() closes.
-    with (
-        SharedMemory(f"{prefix}-state", create=False) as shm,
-        closing(Lock(f"{prefix}-lock", create=False)) as lock,
-        closing(Semaphore(f"{prefix}-slots", create=False)) as slots,
-    ):
-        for _ in range(rounds):
+def _open(stack: ExitStack, prefix: str, create: bool, slots: int = 1, size: int = 0) -> tuple:
+    # `with lock:` and `with sem:` acquire and release: closing() closes them.
+    shm = stack.enter_context(
+        SharedMemory(f"{prefix}-state", size, create=True)
+        if create
+        else SharedMemory(f"{prefix}-state", create=False)
+    )
+    lock = stack.enter_context(closing(Lock(f"{prefix}-lock", create=create)))
+    sem = stack.enter_context(
+        closing(Semaphore(f"{prefix}-slots", create=create, initial=slots))
+    )
+    events = stack.enter_context(MessageQueue(f"{prefix}-events", create=create))
+    return shm, lock, sem, events
+
+
+def _worker(prefix: str, index: int, rounds: int, burst: int) -> None:
+    with ExitStack() as stack:
+        shm, lock, slots, events = _open(stack, prefix, create=False)
+        done_at = _STATE.size + 8 * index
+        for job in range(1, rounds + 1):
             with slots:
                 with lock:
                     counter, busy, peak = _STATE.unpack_from(shm.buf)
@@ -43,48 +62,93 @@ def _worker(prefix: str, index: int, rounds: int) -> None:
                 with lock:
                     counter, busy, peak = _STATE.unpack_from(shm.buf)
                     _STATE.pack_into(shm.buf, 0, counter + 1, busy - 1, peak)
-            done_at = _STATE.size + 8 * index
-            with lock:
-                (done,) = struct.unpack_from("=Q", shm.buf, done_at)
-                struct.pack_into("=Q", shm.buf, done_at, done + 1)
+                    struct.pack_into("=Q", shm.buf, done_at, job)
+            events.put(_JOB.pack(index, job))
         shm.write_str(f"worker {index} (pid {os.getpid()}) finished", 64 + 64 * index)
+        for start in range(0, burst, 256):
+            events.put_many(_BURST.pack(index, i) for i in range(start, min(start + 256, burst)))
 
 
-def run(workers: int = 4, rounds: int = 2000, slots: int = 2, out: TextIO | None = None) -> int:
+def _collect(
+    events: MessageQueue, workers: int, rounds: int, burst: int, procs: list[Any]
+) -> tuple[int, int, float]:
+    """Receive every job report and streamed message, checking the order per
+    worker; return (reports, streamed, seconds the stream took)."""
+    reports = streamed = 0
+    next_seq = [0] * workers
+    first = last = time.perf_counter()
+    while reports < workers * rounds or streamed < workers * burst:
+        try:
+            batch = events.get_many(1000, timeout=5)
+        except Empty:
+            if not any(p.is_alive() for p in procs):
+                break  # a worker failed: report what arrived
+            continue
+        for message in batch:
+            if len(message) == _JOB.size:
+                reports += 1
+                continue
+            worker, seq = _BURST.unpack(message)
+            if seq != next_seq[worker]:
+                raise RuntimeError(f"worker {worker}: message {seq} came before {next_seq[worker]}")
+            if streamed == 0:
+                first = time.perf_counter()
+            next_seq[worker] += 1
+            streamed += 1
+        last = time.perf_counter()
+    return reports, streamed, last - first
+
+
+def run(
+    workers: int = 4,
+    rounds: int = 2000,
+    slots: int = 2,
+    burst: int = 50_000,
+    out: TextIO | None = None,
+) -> int:
     write = (out or sys.stdout).write
     prefix = f"demo{os.getpid()}"
     write(
-        f"ctipc demo: {workers} worker processes, {rounds} jobs each, "
-        f"at most {slots} busy at once\n"
+        f"ctipc demo: {workers} worker processes, {rounds} jobs each, at most {slots} busy "
+        f"at once; then {burst:,} messages each through the queue\n"
     )
-    size = 64 + 64 * workers + 64
-    with (
-        SharedMemory(f"{prefix}-state", size, create=True) as shm,
-        closing(Lock(f"{prefix}-lock", create=True)),
-        closing(Semaphore(f"{prefix}-slots", create=True, initial=slots)),
-    ):
+    with ExitStack() as stack:
+        shm, _, _, events = _open(stack, prefix, True, slots, 64 + 64 * workers + 64)
         ctx = multiprocessing.get_context("spawn")
-        procs = [ctx.Process(target=_worker, args=(prefix, i, rounds)) for i in range(workers)]
+        procs = [
+            ctx.Process(target=_worker, args=(prefix, i, rounds, burst)) for i in range(workers)
+        ]
         start = time.perf_counter()
         for p in procs:
             p.start()
-        for p in procs:
-            p.join(120)
+        try:
+            reports, streamed, seconds = _collect(events, workers, rounds, burst, procs)
+        finally:
+            for p in procs:
+                p.join(60)
+                if p.is_alive():
+                    p.kill()
+                    p.join()
         elapsed = time.perf_counter() - start
         failed = [p.pid for p in procs if p.exitcode != 0]
-        for p in procs:
-            if p.is_alive():
-                p.kill()
-                p.join()
         counter, busy, peak = _STATE.unpack_from(shm.buf)
         for i in range(workers):
             (done,) = struct.unpack_from("=Q", shm.buf, _STATE.size + 8 * i)
             write(f"  {shm.read_str(64 + 64 * i) or f'worker {i} did not finish'}: {done} jobs\n")
     expected = workers * rounds
     write(
-        f"shared counter: {counter} (expected {expected}); highest concurrency: {peak} "
-        f"(limit {slots}); {expected / elapsed:,.0f} jobs/s including start-up\n"
+        f"shared counter: {counter} (expected {expected}); job reports on the queue: "
+        f"{reports}; highest concurrency: {peak} (limit {slots})\n"
+        f"queue: {streamed:,} of {workers * burst:,} messages of 64 B arrived, in order per "
+        f"worker, at {streamed / max(seconds, 1e-9):,.0f} messages/s; {elapsed:.1f} s in all\n"
     )
-    ok = not failed and counter == expected and busy == 0 and 1 <= peak <= slots
+    ok = (
+        not failed
+        and counter == expected
+        and reports == expected
+        and streamed == workers * burst
+        and busy == 0
+        and 1 <= peak <= slots
+    )
     write("OK: the processes coordinated through names only\n" if ok else "FAILED\n")
     return 0 if ok else 1

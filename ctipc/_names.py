@@ -12,9 +12,10 @@ OS object even where the OS has a single namespace for all of them (Windows).
 (every kind has one), ``v`` a Semaphore's OS semaphore, ``r`` and ``w`` a
 MessageQueue's wake-up semaphores for readers and writers.  ``digest`` is the
 first 100 bits of SHA-256 of the UTF-8 name in lowercase base32 (20
-characters), so every OS name is 29 characters: under macOS's 31-character limit with the leading ``/`` that the
-POSIX backend adds.  The user's name itself is kept in the object's header,
-which is how ``python -m ctipc ls`` shows it.
+characters), so every OS name is 29 characters: under macOS's 31-character
+limit with the leading ``/`` that the POSIX backend adds.  The user's name
+itself is kept in the object's header, which is how ``python -m ctipc ls``
+shows it.
 """
 
 from __future__ import annotations
