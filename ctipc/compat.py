@@ -90,8 +90,8 @@ def sem_release(name: str) -> None:
 
 # -- shared memory -----------------------------------------------------------------
 def shm_create(name: str, size: int) -> None:
-    """Create the shared memory ``name`` of ``size`` bytes (FileExistsError
-    if another process already did)."""
+    """Create the shared memory ``name`` of ``size`` bytes: FileExistsError
+    if it exists, unless this process has it open already (then nothing)."""
     with _lock:
         if name not in _memories:
             _memories[name] = SharedMemory(name, size, create=True)

@@ -63,10 +63,11 @@ class Listener:
     def stop(self, timeout: float | None = 5.0) -> bool:
         """Stop delivering and wait up to ``timeout`` seconds for the thread
         (it ends within a fraction of a second unless a callback is busy).
-        Returns True if it ended.  Idempotent; not from inside a callback."""
+        Returns True if it ended.  Idempotent.  From inside a callback it
+        only asks the thread to end after that callback (and returns False)."""
         self._stopping.set()
         if threading.current_thread() is self._thread:
-            raise RuntimeError("a Listener cannot stop itself from its callback and wait")
+            return False
         self._thread.join(timeout)
         return not self._thread.is_alive()
 

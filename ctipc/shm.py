@@ -15,6 +15,24 @@ from ._wait import check_create, check_permissions, check_size
 __all__ = ["SharedMemory"]
 
 
+def _mmap_tracks_views() -> bool:
+    """Does mmap.close() refuse while a memoryview of it is alive?  CPython's
+    does (BufferError); PyPy's unmaps under the view's feet."""
+    probe = mmap.mmap(-1, mmap.PAGESIZE)
+    view = memoryview(probe)
+    try:
+        probe.close()
+    except BufferError:
+        view.release()
+        probe.close()
+        return True
+    view.release()
+    return False
+
+
+_MMAP_TRACKS_VIEWS = _mmap_tracks_views()
+
+
 class _SharedMemoryKind(Kind):
     letter = "m"
     label = "SharedMemory"
@@ -145,16 +163,20 @@ class SharedMemory(Closable):
 
     def close(self) -> None:
         """Unmap and close (idempotent).  BufferError, with nothing changed,
-        while views taken from ``buf`` are still alive."""
+        while views taken from ``buf`` are still alive.  (Where ``mmap`` does
+        not track views, as on PyPy, the mapping is left to the garbage
+        collector instead, so that views never point at unmapped memory.)"""
         data = self._data
         if data is not None and not data.closed:
             if self._buf is not None:
                 self._buf.release()
-            try:
-                data.close()  # BufferError if the caller still holds views
-            except BufferError:
-                self._buf = memoryview(data)
-                raise
+            if _MMAP_TRACKS_VIEWS:
+                try:
+                    data.close()  # BufferError if the caller still holds views
+                except BufferError:
+                    self._buf = memoryview(data)
+                    raise
+            self._data = None
             self._buf = None
         super().close()
 

@@ -345,3 +345,10 @@ def remove_leftovers(names: set[str]) -> None:
                 if e.errno != errno.ENOENT:
                     raise
         os_backend.semaphore_unlink(_names.os_name("s", "v", name))
+
+
+def entries_of(name: str) -> list[str]:
+    """The /dev/shm entries (any kind, any role: segments and OS semaphores)
+    of the objects called ``name``: every one carries the name's digest."""
+    tag = _names.os_name("s", "h", name).rsplit("-", 1)[1]
+    return sorted(e for e in shm_entries() if e.endswith("-" + tag))

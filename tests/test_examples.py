@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import os
 import queue
+import re
 import socket
 import subprocess
 import sys
@@ -295,3 +296,51 @@ def test_shared_memory_shared_by_two_servers() -> None:
         assert get(url(a, "/write", shm_name=name))[0] == 400
     assert_gone("m", name)
     assert_gone("m", missing)
+
+
+def test_mq_cluster_workers_publish_master_listens() -> None:
+    """examples/mq_cluster.py: 3 worker interpreters publish 20 messages each
+    to a queue they open by name; the master prints all 60 and exits 0."""
+    name = unique("ex-mq")
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(
+        [str(REPO)] + [p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p]
+    )
+    env["PYTHONUNBUFFERED"] = "1"
+    cmd = [sys.executable, "-W", "error", str(EXAMPLES / "mq_cluster.py")]
+    cmd += ["--workers", "3", "--messages", "20", "--name", name]
+    try:
+        done = subprocess.run(
+            cmd,
+            cwd=str(REPO),
+            env=env,
+            stdin=subprocess.DEVNULL,
+            capture_output=True,
+            text=True,
+            encoding="utf-8",
+            timeout=START_DEADLINE + 60,
+        )
+    except subprocess.TimeoutExpired as e:
+        pytest.fail(f"mq_cluster.py did not finish in time:\n{e.stdout!r}\n{e.stderr!r}")
+    assert done.returncode == 0, f"exit {done.returncode}:\n{done.stdout}\n{done.stderr}"
+    assert "Traceback" not in done.stderr, done.stderr
+    lines = done.stdout.splitlines()
+    assert lines[-1] == "master: 60 of 60 messages from 3 workers"
+    messages = lines[:-1]
+    assert len(messages) == 60, lines
+    pattern = re.compile(r"worker (\d) \(pid (\d+)\): message (\d+)")
+    per_worker: dict[int, list[int]] = {}
+    pids: dict[int, set[str]] = {}
+    for line in messages:
+        match = pattern.fullmatch(line)
+        assert match, f"unexpected line {line!r}"
+        number = int(match.group(1))
+        per_worker.setdefault(number, []).append(int(match.group(3)))
+        pids.setdefault(number, set()).add(match.group(2))
+    assert per_worker == {n: list(range(20)) for n in range(3)}  # all, in order per worker
+    assert all(len(p) == 1 for p in pids.values())
+    assert len(set().union(*pids.values())) == 3  # three separate processes
+    if CHECK_DEV_SHM:
+        assert dev_shm_entries("q", name) == [], f"{name!r} left entries in /dev/shm"
+    with pytest.raises(FileNotFoundError):
+        ctipc.MessageQueue(name, create=False)

@@ -1,0 +1,288 @@
+"""``python -m ctipc ls | rm | gc | demo``, run as real subprocesses.
+
+The objects are held by separate interpreters (``Child``); the command line
+is another process again, so it sees them only through the OS.  ``ls`` and
+``gc`` see the whole machine: the tests look only at rows with their own
+unique names (other ctipc users may have objects of their own).
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from typing import Any, Callable, NamedTuple
+
+import pytest
+from helpers import (
+    CHILD_PIDS,
+    DEADLINE,
+    HAVE_DEV_SHM,
+    HAVE_SIGKILL,
+    Child,
+    child_env,
+    entries_of,
+    exists,
+    header_os_name,
+)
+
+import ctipc
+from ctipc._backend import os_backend
+
+needs_listing = pytest.mark.skipif(not os_backend.CAN_LIST, reason="the OS cannot list objects")
+needs_names = pytest.mark.skipif(
+    bool(os_backend.KERNEL_LIFETIME), reason="objects cannot be removed by name here"
+)
+pytestmark = [needs_listing]
+
+COLUMNS = ["KIND", "NAME", "SIZE", "PROCS", "DEAD", "PERSIST", "STATE"]
+
+
+class Run(NamedTuple):
+    pid: int
+    returncode: int
+    stdout: str
+    stderr: str
+
+
+def cli(*args: str, timeout: float = DEADLINE) -> Run:
+    """Run ``python -m ctipc ARGS`` to completion (warnings are errors)."""
+    proc = subprocess.Popen(
+        [sys.executable, "-W", "error", "-m", "ctipc", *args],
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env=child_env(),
+        text=True,
+        encoding="utf-8",
+    )
+    CHILD_PIDS.add(proc.pid)  # what it creates (demo) is this session's
+    try:
+        out, err = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        out, err = proc.communicate()
+        pytest.fail(f"python -m ctipc {' '.join(args)} did not finish in {timeout} s:\n{err}")
+    assert "Traceback" not in err, err
+    return Run(proc.pid, proc.returncode, out, err)
+
+
+def ok(*args: str, timeout: float = DEADLINE) -> str:
+    result = cli(*args, timeout=timeout)
+    assert result.returncode == 0, f"exit {result.returncode}:\n{result.stdout}\n{result.stderr}"
+    return result.stdout
+
+
+def ls_rows(name: str) -> list[dict[str, str]]:
+    """The rows of ``ls`` (the table) for objects called ``name``."""
+    lines = ok("ls").splitlines()
+    if lines == ["no ctipc objects"]:
+        return []
+    assert lines[0].split() == COLUMNS
+    rows = [dict(zip(COLUMNS, line.split())) for line in lines[1:]]
+    assert all(len(r) == len(COLUMNS) for r in rows), lines
+    return [r for r in rows if r["NAME"] == name]
+
+
+def ls_json(name: str) -> dict[str, dict[str, Any]]:
+    """``ls --json`` entries for objects called ``name``, by kind."""
+    entries = json.loads(ok("ls", "--json"))
+    assert isinstance(entries, list)
+    return {e["kind"]: e for e in entries if e["name"] == name}
+
+
+HOLD = """
+objs = []
+for spec in sys.argv[1:]:  # KIND:NAME
+    kind, _, name = spec.partition(":")
+    if kind == "SharedMemory":
+        objs.append(ctipc.SharedMemory(name, 100))
+    elif kind == "MessageQueue":
+        objs.append(ctipc.MessageQueue(name, capacity=8192, max_message=1024))
+    else:
+        objs.append(getattr(ctipc, kind)(name))
+out("ready")
+inp()
+for obj in objs:
+    obj.close()
+out("closed")
+"""
+
+
+def hold(name: str, kinds: str) -> list[str]:
+    """Arguments for HOLD: objects of ``kinds`` (comma-separated) called ``name``."""
+    return [f"{kind}:{name}" for kind in kinds.split(",")]
+
+
+ALL = "Semaphore,Lock,SharedMemory,MessageQueue"
+
+
+def test_ls_shows_objects_another_process_holds(name: str) -> None:
+    with Child(HOLD, *hold(name, ALL)) as holder:
+        holder.expect("ready")
+        rows = {r["KIND"]: r for r in ls_rows(name)}
+        assert sorted(rows) == sorted(ALL.split(","))
+        for row in rows.values():
+            assert int(row["PROCS"]) >= 1
+            assert (row["DEAD"], row["PERSIST"], row["STATE"]) == ("0", "no", "ok")
+        assert rows["SharedMemory"]["SIZE"] == "100"
+        assert rows["MessageQueue"]["SIZE"] == "8192"
+
+        entries = ls_json(name)
+        assert sorted(entries) == sorted(ALL.split(","))
+        cls_of = {c.__name__: c for c in (ctipc.Semaphore, ctipc.Lock)}
+        cls_of.update(SharedMemory=ctipc.SharedMemory, MessageQueue=ctipc.MessageQueue)
+        for kind, e in entries.items():
+            assert set(e) == {
+                "kind", "name", "os_name", "size", "processes", "dead", "persistent", "state"
+            }  # fmt: skip
+            assert e["os_name"] == header_os_name(cls_of[kind], name)
+            assert e["processes"] == 1  # the holder, nobody else
+            assert (e["dead"], e["persistent"], e["state"]) == (0, False, "ok")
+        assert entries["SharedMemory"]["size"] == 100
+        assert entries["MessageQueue"]["size"] == 8192
+
+        holder.send()
+        holder.expect("closed")
+        holder.finish()
+    assert ls_rows(name) == []
+    assert ls_json(name) == {}
+
+
+@needs_names
+def test_rm_removes_by_name_and_kind(name: str) -> None:
+    with Child(HOLD, *hold(name, "Semaphore,SharedMemory")) as holder:
+        holder.expect("ready")
+
+        out = ok("rm", "--kind", "Semaphore", name)
+        assert out.splitlines() == [f"removed Semaphore {name!r}"]
+        assert not exists(ctipc.Semaphore, name)
+        assert exists(ctipc.SharedMemory, name)  # another kind: kept
+
+        result = cli("rm", "--kind", "Semaphore", name)
+        assert result.returncode == 1
+        assert f"no object called {name!r}" in result.stderr
+        assert result.stdout == ""
+
+        out = ok("rm", name)
+        assert out.splitlines() == [f"removed SharedMemory {name!r}"]
+        assert not exists(ctipc.SharedMemory, name)
+        assert ls_rows(name) == []
+        if HAVE_DEV_SHM:
+            assert entries_of(name) == []
+
+        result = cli("rm", name)
+        assert result.returncode == 1
+        assert f"no object called {name!r}" in result.stderr
+        assert result.stdout == ""
+
+        # The holder still has them mapped; it closes without error.
+        holder.send()
+        holder.expect("closed")
+        holder.finish()
+
+
+@needs_names
+def test_rm_every_kind_of_a_name(name: str) -> None:
+    with Child(HOLD, *hold(name, ALL)) as holder:
+        holder.expect("ready")
+        out = ok("rm", name)
+        assert sorted(out.splitlines()) == sorted(f"removed {k} {name!r}" for k in ALL.split(","))
+        assert ls_json(name) == {}
+        holder.send()
+        holder.expect("closed")
+        holder.finish()
+
+
+@needs_names
+@pytest.mark.skipif(not ctipc.PERSISTENT_SUPPORTED, reason="no persistent objects here")
+def test_rm_removes_a_persistent_object_nobody_holds(name: str) -> None:
+    ctipc.SharedMemory(name, 64, persistent=True).close()
+    (entry,) = ls_rows(name)
+    assert (entry["PROCS"], entry["PERSIST"], entry["STATE"]) == ("0", "yes", "ok")
+    ok("gc")  # persistent: never collected
+    assert exists(ctipc.SharedMemory, name)
+    assert ok("rm", name).splitlines() == [f"removed SharedMemory {name!r}"]
+    assert not exists(ctipc.SharedMemory, name)
+
+
+@pytest.mark.skipif(not HAVE_SIGKILL, reason="no SIGKILL here")
+def test_gc_removes_the_objects_of_killed_processes(new_name: Callable[..., str]) -> None:
+    dead, alive = new_name(), new_name()
+    kept = "Semaphore,SharedMemory"
+    with Child(HOLD, *hold(alive, kept)) as keeper:
+        keeper.expect("ready")
+        # The victim holds all of `dead` alone, and `alive` with the keeper.
+        with Child(HOLD, *hold(dead, ALL), *hold(alive, kept)) as victim:
+            victim.expect("ready")
+            victim.kill()  # SIGKILL: nothing closed
+        if HAVE_DEV_SHM:
+            assert entries_of(dead), "the killed process's objects are not in /dev/shm"
+        stale = ls_json(dead)
+        assert sorted(stale) == sorted(ALL.split(","))
+        for e in stale.values():
+            assert (e["processes"], e["dead"], e["state"]) == (0, 1, "stale")
+        for e in ls_json(alive).values():
+            assert (e["processes"], e["dead"], e["state"]) == (1, 1, "ok")
+
+        out = ok("gc").splitlines()
+        for kind in ALL.split(","):
+            assert any(line.startswith(f"removed {kind} {dead!r} (") for line in out), out
+        assert not any(repr(alive) in line for line in out), out
+        assert out[-1].endswith(" object(s) removed")
+        assert int(out[-1].split()[0]) >= 4
+
+        assert ls_json(dead) == {}
+        if HAVE_DEV_SHM:
+            assert entries_of(dead) == []
+            assert entries_of(alive)
+        kept_entries = ls_json(alive)
+        assert sorted(kept_entries) == ["Semaphore", "SharedMemory"]
+        for e in kept_entries.values():  # the dead holder's slot was cleared
+            assert (e["processes"], e["dead"], e["state"]) == (1, 0, "ok")
+        for cls in (ctipc.Semaphore, ctipc.Lock, ctipc.SharedMemory, ctipc.MessageQueue):
+            assert not exists(cls, dead)
+
+        keeper.send()
+        keeper.expect("closed")
+        keeper.finish()
+    if HAVE_DEV_SHM:
+        assert entries_of(alive) == []
+
+
+def test_demo() -> None:
+    proc = cli("demo", "--workers", "2", "--rounds", "50", "--messages", "2000", timeout=60)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "OK" in proc.stdout.splitlines()[-1], proc.stdout
+    assert "FAILED" not in proc.stdout
+    if HAVE_DEV_SHM:  # its objects (named demo<pid>-...) are gone with it
+        for part in ("state", "lock", "slots", "events"):
+            assert entries_of(f"demo{proc.pid}-{part}") == []
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        [],
+        ["nosuch"],
+        ["rm"],
+        ["rm", "--kind", "Bogus", "x"],
+        ["ls", "--bogus"],
+        ["gc", "extra"],
+        ["demo", "--workers", "two"],
+    ],
+    ids=lambda a: " ".join(a) or "no command",
+)
+def test_bad_arguments_exit_2(args: list[str]) -> None:
+    result = cli(*args)
+    assert result.returncode == 2, result
+    assert "usage:" in result.stderr
+    assert result.stdout == ""
+
+
+@needs_names
+@pytest.mark.parametrize("bad", ["a/b", "x" * 256])
+def test_rm_of_an_invalid_name_exits_1(bad: str) -> None:
+    result = cli("rm", bad)
+    assert result.returncode == 1
+    assert result.stderr.startswith("ctipc: name must")
