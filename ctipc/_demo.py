@@ -42,9 +42,7 @@ def _open(stack: ExitStack, prefix: str, create: bool, slots: int = 1, size: int
         else SharedMemory(f"{prefix}-state", create=False)
     )
     lock = stack.enter_context(closing(Lock(f"{prefix}-lock", create=create)))
-    sem = stack.enter_context(
-        closing(Semaphore(f"{prefix}-slots", create=create, initial=slots))
-    )
+    sem = stack.enter_context(closing(Semaphore(f"{prefix}-slots", create=create, initial=slots)))
     events = stack.enter_context(MessageQueue(f"{prefix}-events", create=create))
     return shm, lock, sem, events
 
