@@ -169,6 +169,7 @@ class Core:
         self.mode = 0o600  # the permissions given to open (used when creating)
         self.lock = threading.Lock()
         self.finalizer: weakref.finalize | None = None
+        self.views: list[memoryview] = []  # released before the mapping is closed
 
     # -- open ------------------------------------------------------------------
     def open(
@@ -303,6 +304,7 @@ class Core:
             if header.state == STATE_REMOVED:
                 return "removed"
             self._validate(header, size)
+            self._check_tag(mm)
             if not _os.KERNEL_LIFETIME:
                 live = self._reap()
                 if not live and not header.flags & FLAG_PERSISTENT:
@@ -328,6 +330,20 @@ class Core:
         finally:
             if self.seg is not None:
                 _os.segment_unlock(self.seg)
+
+    def _check_tag(self, mm: mmap.mmap) -> None:
+        # The tag names the in-memory layout of what the kind keeps in the
+        # segment beyond ctipc's own fields (a pthread mutex differs between
+        # glibc and musl): processes whose tags differ must not share it.
+        expected = self.kind.tag()
+        tag = bytes(mm[TAG_OFFSET : TAG_OFFSET + TAG_CAPACITY]).rstrip(b"\0")
+        if tag != expected:
+            raise IncompatibleError(
+                f"{self.name!r} was made by a process whose {self.kind.label} layout is "
+                f"{tag.decode('ascii', 'replace')!r}; this process uses "
+                f"{expected.decode('ascii', 'replace')!r}",
+                self.name,
+            )
 
     def _validate(self, h: Header, size: int | None) -> None:
         if h.magic[:6] != MAGIC_PREFIX or h.magic[7:] != b"\x00":
@@ -431,8 +447,20 @@ class Core:
             _os.segment_close(seg)  # closing the descriptor drops its lock
 
     # -- close / unlink ------------------------------------------------------------
+    def words(self, offset: int, count: int) -> memoryview:
+        """``count`` native unsigned 64-bit words of the mapping at ``offset``
+        (8-aligned), as a view whose item assignment is one aligned store.
+        Released when this core closes; using it then raises ValueError."""
+        assert self.mm is not None and offset % 8 == 0
+        view = memoryview(self.mm)[offset : offset + 8 * count].cast("Q")
+        self.views.append(view)
+        return view
+
     def _abandon(self) -> None:
         """Drop this process's handles without touching the object."""
+        for view in self.views:
+            view.release()
+        self.views.clear()
         if self.mm is not None:
             mm, self.mm = self.mm, None
             mm.close()

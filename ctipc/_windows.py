@@ -395,11 +395,12 @@ _holders: dict[str, threading.Thread] = {}
 
 
 class _Mutex:
-    __slots__ = ("handle", "name")
+    __slots__ = ("closing", "handle", "name")
 
     def __init__(self, name: str, handle: int) -> None:
         self.name = name  # the Windows name, with namespace
         self.handle = handle  # 0 once closed
+        self.closing = False  # closed while held: close the handle at release
 
 
 Mutex = Any  # _Mutex
@@ -452,11 +453,17 @@ def mutex_release(m: Mutex) -> None:
     # this process may take it and record itself.
     del _holders[m.name]
     ReleaseMutex(m.handle)
+    if m.closing:
+        mutex_close(m)
 
 
 def mutex_close(m: Mutex) -> None:
-    # Not held (the caller's contract).  Closed while held, it stays held, as
-    # on POSIX: ownership is the thread's, abandoned when that thread exits.
+    # Closed while a thread of this process holds it, the handle stays open
+    # until that thread releases it (with its last handle gone the thread
+    # could not release it at all), as on POSIX.
+    if m.name in _holders:
+        m.closing = True
+        return
     handle, m.handle = m.handle, 0
     _close_handles(handle)
 

@@ -75,13 +75,14 @@ async def aget(queue: MessageQueue) -> bytes:
 
 
 async def aput(queue: MessageQueue, data: bytes | bytearray | memoryview) -> None:
+    nbytes = queue._checked(data).nbytes  # bad messages fail before any wait
     while True:
         try:
             queue.put_nowait(data)
             return
         except Full:
             pass
-        await _wait(queue.wait_writable, queue._wake_producer)
+        await _wait(lambda t: queue.wait_writable(t, nbytes), queue._wake_producer)
 
 
 async def iterate(queue: MessageQueue) -> AsyncIterator[bytes]:

@@ -40,11 +40,19 @@ GET_MUTEX = HEADER_SIZE + PAGE
 CONTROL = HEADER_SIZE + 2 * PAGE
 RING = HEADER_SIZE + 3 * PAGE
 # Control page: native unsigned 64-bit words (struct "Q": one aligned store).
-TAIL, PUTS, CONSUMERS_WAITING = CONTROL, CONTROL + 8, CONTROL + 16  # under the put mutex
-HEAD, GETS, PRODUCERS_WAITING = CONTROL + 64, CONTROL + 72, CONTROL + 80  # under the get mutex
-_U64 = struct.Struct("Q")
+# Control page: native unsigned 64-bit words, by index.  Each is written by
+# one item assignment through a memoryview cast to "Q": a single aligned
+# 8-byte store, which a reader never sees half-done (struct.pack_into would
+# zero the bytes first, then fill them in).
+TAIL, PUTS, CONSUMERS_WAITING = 0, 1, 2  # under the put mutex
+HEAD, GETS, PRODUCERS_WAITING = 8, 9, 10  # under the get mutex (another cache line)
+CONTROL_WORDS = 16
 _RECORD = struct.Struct("=II")  # payload length, reserved (0)
 WRAP = 0xFFFFFFFF  # a record length meaning "continue at the start of the ring"
+_U64_MASK = (1 << 64) - 1  # counters wrap; positions never get near (see below)
+# Positions count bytes ever written: 2**62 is 146 years at 1 TB/s.  A larger
+# one is corrupt, and refusing it keeps every sum below 2**64.
+_POSITION_MAX = 1 << 62
 
 
 def _record_size(n: int) -> int:
@@ -60,6 +68,9 @@ class _QueueKind(Kind):
 
     def check_create(self, params: tuple[int, int]) -> None:
         _check_sizes(*params)
+
+    def tag(self) -> bytes:
+        return _os.MUTEX_ABI.encode("ascii")  # the queue's two mutexes
 
     def on_create(self, core: Core) -> None:
         assert core.mm is not None
@@ -98,6 +109,22 @@ class _QueueKind(Kind):
 register_kind(_QueueKind())
 
 
+def _wake(sem: int, n: int) -> None:
+    """Post up to ``n`` wake-ups, fewer where the semaphore already holds
+    some: a sleeper killed while registered leaves the count of sleepers too
+    high, and its posts must not pile up.  A wake-up is a hint (sleepers also
+    wake every WAIT_SLICE), so a post the OS refuses (the value's limit) is
+    dropped rather than failing a put or get whose message already moved."""
+    pending = _os.semaphore_value(sem)
+    if pending is not None:
+        n -= pending
+    if n > 0:
+        try:
+            _os.semaphore_post(sem, n)
+        except OSError:
+            pass
+
+
 def _check_sizes(capacity: int, max_message: int) -> None:
     if max_message >= WRAP:
         raise ValueError("max_message must be below 4 GiB")
@@ -115,7 +142,26 @@ def _data(message: object) -> memoryview:
         view = memoryview(message)  # type: ignore[arg-type]
     except TypeError:
         raise TypeError(f"a message is bytes-like, not {type(message).__name__}") from None
-    return view if view.format == "B" and view.ndim == 1 else view.cast("B")
+    if view.format == "B" and view.ndim == 1 and view.c_contiguous:
+        return view
+    # Other formats and shapes are sent as their bytes (strided ones copied).
+    return view.cast("B") if view.c_contiguous else memoryview(view.tobytes())
+
+
+# How long a call that does not wait for messages or room (put_nowait,
+# get_nowait) still waits for the other processes' critical sections, which
+# last microseconds unless a holder is stopped (a dead one is taken over).
+_MUTEX_PATIENCE = 1.0
+
+
+def _deadlines(block: bool, timeout: float | None) -> tuple[float | None, float | None]:
+    """(deadline for a message or room, deadline for a mutex), monotonic."""
+    seconds = _queue_timeout(block, timeout)
+    now = time.monotonic()
+    if not block:
+        return now, now + _MUTEX_PATIENCE
+    deadline = None if seconds is None else now + seconds
+    return deadline, deadline
 
 
 def _queue_timeout(block: bool, timeout: float | None) -> float | None:
@@ -184,6 +230,7 @@ class MessageQueue(Closable):
         self._max_message: int = core.header.param1
         self._ring = self._capacity & ~7
         self._mm = core.mm
+        self._w = core.words(CONTROL, CONTROL_WORDS)
         r = core.resources
         self._put_mutex, self._get_mutex = r["put"], r["get"]
         self._data_sem, self._room_sem = r["data"], r["room"]
@@ -208,11 +255,14 @@ class MessageQueue(Closable):
         """Messages in the queue now (a snapshot: others may change it)."""
         self._enter()
         try:
-            puts: int = _U64.unpack_from(self._mm, PUTS)[0]
-            gets: int = _U64.unpack_from(self._mm, GETS)[0]
+            puts: int = self._w[PUTS]
+            gets: int = self._w[GETS]
         finally:
             self._leave()
-        return max(0, puts - gets)
+        # Both counters wrap at 2**64; a "negative" difference is a snapshot
+        # taken between a get and its put, or corrupt counters: 0.
+        count = (puts - gets) & _U64_MASK
+        return count if count <= _POSITION_MAX else 0
 
     def _state(self) -> str:
         return f"messages={len(self)} capacity={self._capacity}"
@@ -240,11 +290,10 @@ class MessageQueue(Closable):
         if not self._lock(self._put_mutex, deadline):
             return False
         try:
-            mm = self._mm
-            self._tail_seen = _U64.unpack_from(mm, TAIL)[0]
+            self._tail_seen = self._w[TAIL]
             if waiting:
-                count = _U64.unpack_from(mm, CONSUMERS_WAITING)[0]
-                _U64.pack_into(mm, CONSUMERS_WAITING, max(0, count + waiting))
+                count = self._w[CONSUMERS_WAITING]
+                self._w[CONSUMERS_WAITING] = max(0, count + waiting) & _U64_MASK
         finally:
             _os.mutex_release(self._put_mutex)
         return True
@@ -253,11 +302,10 @@ class MessageQueue(Closable):
         if not self._lock(self._get_mutex, deadline):
             return False
         try:
-            mm = self._mm
-            self._head_seen = _U64.unpack_from(mm, HEAD)[0]
+            self._head_seen = self._w[HEAD]
             if waiting:
-                count = _U64.unpack_from(mm, PRODUCERS_WAITING)[0]
-                _U64.pack_into(mm, PRODUCERS_WAITING, max(0, count + waiting))
+                count = self._w[PRODUCERS_WAITING]
+                self._w[PRODUCERS_WAITING] = max(0, count + waiting) & _U64_MASK
         finally:
             _os.mutex_release(self._get_mutex)
         return True
@@ -271,7 +319,9 @@ class MessageQueue(Closable):
         mm, ring = self._mm, self._ring
         written = 0
         try:
-            tail = _U64.unpack_from(mm, TAIL)[0]
+            tail = self._w[TAIL]
+            if tail > _POSITION_MAX:
+                raise CorruptedError(f"queue {self.name!r}: positions out of range", self.name)
             head = self._head_seen
             if not head <= tail <= head + ring:
                 head = self._head_seen = tail - ring if tail > ring else 0
@@ -293,53 +343,53 @@ class MessageQueue(Closable):
                 written += 1
             if written:
                 # Publish: one aligned store, after every byte it covers.
-                _U64.pack_into(mm, TAIL, tail)
-                _U64.pack_into(mm, PUTS, _U64.unpack_from(mm, PUTS)[0] + written)
-                sleepers = _U64.unpack_from(mm, CONSUMERS_WAITING)[0]
+                self._w[TAIL] = tail
+                self._w[PUTS] = (self._w[PUTS] + written) & _U64_MASK
+                sleepers = self._w[CONSUMERS_WAITING]
             else:
                 sleepers = 0
         finally:
             _os.mutex_release(self._put_mutex)
         if sleepers:
-            _os.semaphore_post(self._data_sem, min(written, sleepers))
+            _wake(self._data_sem, min(written, sleepers))
         return written
 
     def _put_views(self, views: list[memoryview], block: bool, timeout: float | None) -> int:
         """Put ``views`` in order; return how many were put before the
         deadline passed (``len(views)`` when all were)."""
-        seconds = _queue_timeout(block, timeout)
-        now = time.monotonic()
-        deadline = now if not block else None if seconds is None else now + seconds
+        deadline, patience = _deadlines(block, timeout)
         sent = 0
         registered = False
         try:
             while sent < len(views):
-                done = self._append(views[sent:], deadline)
+                done = self._append(views[sent:], patience)
                 if done > 0:
                     sent += done
                     continue
                 # No room as far as this process knew (or no mutex in time):
                 # read the head again, registering as a sleeper once so that
                 # a get from now on posts for us.
-                if done < 0 or not self._refresh_head(deadline, 0 if registered else 1):
+                if done < 0 or not self._refresh_head(patience, 0 if registered else 1):
                     break
                 registered = True
-                if self._room_for(views[sent]):
+                if self._room_for(views[sent].nbytes):
                     continue
                 remaining = WAIT_SLICE if deadline is None else deadline - time.monotonic()
                 if remaining <= 0:
                     break
                 self._check_open()
                 _os.semaphore_wait(self._room_sem, min(WAIT_SLICE, remaining))
+                patience = deadline
         finally:
             if registered:
                 self._refresh_head(None, -1)
         return sent
 
-    def _room_for(self, view: memoryview) -> bool:
-        # The put mutex is not held: a hint, confirmed by _append.
-        tail: int = _U64.unpack_from(self._mm, TAIL)[0]
-        size = _record_size(view.nbytes)
+    def _room_for(self, nbytes: int) -> bool:
+        """Is there room for a message of ``nbytes`` as far as the head this
+        process saw?  (A hint, without the put mutex; _append decides.)"""
+        tail: int = self._w[TAIL]
+        size = _record_size(nbytes)
         pos = tail % self._ring
         skip = self._ring - pos if pos + size > self._ring else 0
         return tail + skip + size - self._head_seen <= self._ring
@@ -396,20 +446,29 @@ class MessageQueue(Closable):
         mm, ring = self._mm, self._ring
         out: list[bytes] = []
         try:
-            head = _U64.unpack_from(mm, HEAD)[0]
+            head = self._w[HEAD]
             tail = self._tail_seen
             if tail < head:
-                return out  # this process's view of tail is older than head
-            if tail - head > ring:
+                # Other consumers went past what this process saw of the tail;
+                # look again (lock order is always get, then put).  Still
+                # behind the head: the positions are corrupt.
+                if not self._refresh_tail(deadline):
+                    return out  # not in time: try again later
+                tail = self._tail_seen
+                if tail < head:
+                    raise CorruptedError(f"queue {self.name!r}: head beyond tail", self.name)
+            if tail - head > ring or tail > _POSITION_MAX:
                 raise CorruptedError(f"queue {self.name!r}: positions out of range", self.name)
             while head < tail and len(out) < limit:
                 pos = head % ring
                 n, _ = _RECORD.unpack_from(mm, RING + pos)
                 if n == WRAP:
+                    # A producer writes a wrap marker only together with the
+                    # record that follows it at the start of the ring.
                     head += ring - pos
                     pos = 0
                     if head >= tail:
-                        break
+                        raise CorruptedError(f"queue {self.name!r}: corrupt record", self.name)
                     n, _ = _RECORD.unpack_from(mm, RING)
                 size = _record_size(n)
                 if n > self._max_message or head + size > tail or pos + size > ring:
@@ -417,25 +476,23 @@ class MessageQueue(Closable):
                 start = RING + pos + _RECORD.size
                 out.append(mm[start : start + n])
                 head += size
-            if out or head != _U64.unpack_from(mm, HEAD)[0]:
-                _U64.pack_into(mm, HEAD, head)
-                _U64.pack_into(mm, GETS, _U64.unpack_from(mm, GETS)[0] + len(out))
-                sleepers = _U64.unpack_from(mm, PRODUCERS_WAITING)[0]
+            if out or head != self._w[HEAD]:
+                self._w[HEAD] = head
+                self._w[GETS] = (self._w[GETS] + len(out)) & _U64_MASK
+                sleepers = self._w[PRODUCERS_WAITING]
             else:
                 sleepers = 0
         finally:
             _os.mutex_release(self._get_mutex)
         if sleepers and out:
-            _os.semaphore_post(self._room_sem, min(len(out), sleepers))
+            _wake(self._room_sem, min(len(out), sleepers))
         return out
 
     def _get(self, limit: int, block: bool, timeout: float | None) -> list[bytes]:
-        seconds = _queue_timeout(block, timeout)
-        now = time.monotonic()
-        deadline = now if not block else None if seconds is None else now + seconds
-        if self._tail_seen <= _U64.unpack_from(self._mm, HEAD)[0]:
-            self._refresh_tail(deadline)  # caught up with what we knew: look again
-        got = self._take(limit, deadline)
+        deadline, patience = _deadlines(block, timeout)
+        if self._tail_seen <= self._w[HEAD]:
+            self._refresh_tail(patience)  # caught up with what we knew: look again
+        got = self._take(limit, patience)
         if got:
             return got
         if not block:
@@ -493,51 +550,52 @@ class MessageQueue(Closable):
 
     def wait_readable(self, timeout: float) -> bool:
         """Wait at most ``timeout`` seconds (one slice at most) until a
-        message is probably there, without taking it.  True also means a
-        wake-up was consumed: a caller that then does not try to take a
-        message should give it back with ``_wake_consumer()``.  For event
-        loops: ``aget`` waits with this in a thread and takes the message in
-        the loop, so that cancelling it never loses a message."""
-        self._check_open()
-        deadline = time.monotonic() + timeout
-        if not self._refresh_tail(deadline, 1):
-            return False
+        message is probably there, without taking it.  True may also mean a
+        wake-up was used up: a caller that then takes nothing should give it
+        back with ``_wake_consumer()``.  ``aget`` waits with this in a thread
+        and takes the message in the event loop, so that cancelling it never
+        loses a message."""
+        self._enter()
         try:
-            if self._tail_seen != _U64.unpack_from(self._mm, HEAD)[0]:
-                return True
-            return bool(_os.semaphore_wait(self._data_sem, max(0.0, min(WAIT_SLICE, timeout))))
+            if not self._refresh_tail(time.monotonic() + timeout, 1):
+                return False
+            try:
+                if self._tail_seen != self._w[HEAD]:
+                    return True
+                return _os.semaphore_wait(self._data_sem, max(0.0, min(WAIT_SLICE, timeout)))
+            finally:
+                self._refresh_tail(None, -1)
         finally:
-            self._refresh_tail(None, -1)
+            self._leave()
 
-    def wait_writable(self, timeout: float) -> bool:
-        """Like ``wait_readable``, for room for a message of ``max_message``
-        bytes... or any message: True when the ring is not full as far as
-        this process can see, or when a consumer woke us."""
-        self._check_open()
-        deadline = time.monotonic() + timeout
-        if not self._refresh_head(deadline, 1):
-            return False
+    def wait_writable(self, timeout: float, nbytes: int = 0) -> bool:
+        """Like ``wait_readable``, for room for a message of ``nbytes``."""
+        self._enter()
         try:
-            tail = _U64.unpack_from(self._mm, TAIL)[0]
-            if tail - self._head_seen < self._ring // 2:
-                return True
-            return bool(_os.semaphore_wait(self._room_sem, max(0.0, min(WAIT_SLICE, timeout))))
+            if not self._refresh_head(time.monotonic() + timeout, 1):
+                return False
+            try:
+                if self._room_for(nbytes):
+                    return True
+                return _os.semaphore_wait(self._room_sem, max(0.0, min(WAIT_SLICE, timeout)))
+            finally:
+                self._refresh_head(None, -1)
         finally:
-            self._refresh_head(None, -1)
+            self._leave()
 
     def _wake_consumer(self) -> None:
-        self._wake(self._data_sem)
+        self._give_back(self._data_sem)
 
     def _wake_producer(self) -> None:
-        self._wake(self._room_sem)
+        self._give_back(self._room_sem)
 
-    def _wake(self, sem: int) -> None:
+    def _give_back(self, sem: int) -> None:
         try:
             self._enter()
         except ValueError:
             return  # closed: nobody here to wake
         try:
-            _os.semaphore_post(sem, 1)
+            _wake(sem, 1)
         finally:
             self._leave()
 

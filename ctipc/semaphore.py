@@ -13,11 +13,9 @@ from . import _names
 from ._backend import MUTEX_OWNER_DIED, MUTEX_TIMEOUT
 from ._backend import os_backend as _os
 from ._base import Closable
-from ._errors import CorruptedError, IncompatibleError
+from ._errors import CorruptedError
 from ._segment import (
     HEADER_SIZE,
-    TAG_CAPACITY,
-    TAG_OFFSET,
     Core,
     Header,
     Kind,
@@ -215,7 +213,7 @@ class Lock(Closable):
         check_create(create)
         mode = check_permissions(permissions)
         core = Core(_LockKind(), name)
-        core.open(create, bool(persistent), mode, (None, None), _check_lock_abi)
+        core.open(create, bool(persistent), mode, (None, None), _no_check)
         self._mutex = core.resources["mutex"]
         self._holder: tuple[int, int] | None = None  # (pid, thread) holding it
         #: True after an ``acquire`` that took the lock over from a dead holder
@@ -289,16 +287,3 @@ def _me() -> tuple[int, int]:
 
 def _no_check(core: Core, header: Header) -> None:
     pass
-
-
-def _check_lock_abi(core: Core, header: Header) -> None:
-    # The pthread_mutex_t layout differs between C libraries (glibc, musl):
-    # processes whose tags differ must not share the mutex.
-    assert core.mm is not None
-    tag = bytes(core.mm[TAG_OFFSET : TAG_OFFSET + TAG_CAPACITY]).rstrip(b"\0")
-    if tag != _os.MUTEX_ABI.encode("ascii"):
-        raise IncompatibleError(
-            f"Lock {core.name!r} was made by a process whose mutex is {tag!r}; "
-            f"this process uses {_os.MUTEX_ABI!r}",
-            core.name,
-        )
