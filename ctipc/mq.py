@@ -201,6 +201,8 @@ class MessageQueue(Closable):
         mode = check_permissions(permissions)
         check_size(capacity, "capacity")
         check_size(max_message, "max_message")
+        if max_message is not None and max_message >= WRAP:
+            raise ValueError("max_message must be below 4 GiB")  # whatever exists
         if capacity is not None and max_message is not None:
             _check_sizes(capacity, max_message)  # wrong whether creating or not
         cap = DEFAULT_CAPACITY if capacity is None else capacity

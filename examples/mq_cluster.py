@@ -43,8 +43,16 @@ def master(name: str, workers: int, messages: int) -> int:
     compat.mq_listen(on_message, index)
     procs = [
         subprocess.Popen(
-            [sys.executable, __file__, "--worker", str(n), "--name", name,
-             "--messages", str(messages)]
+            [
+                sys.executable,
+                __file__,
+                "--worker",
+                str(n),
+                "--name",
+                name,
+                "--messages",
+                str(messages),
+            ]
         )  # fmt: skip
         for n in range(workers)
     ]
