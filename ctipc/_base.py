@@ -3,14 +3,19 @@
 from __future__ import annotations
 
 from types import TracebackType
+from typing import TypeVar
 
 from ._segment import Core, track
 
-__all__ = ["Closable"]
+__all__ = ["Acquirable", "Closable"]
+
+
+_T = TypeVar("_T", bound="Closable")
+_A = TypeVar("_A", bound="Acquirable")
 
 
 class Closable:
-    """What Semaphore, Lock and SharedMemory share: name, close, unlink, with."""
+    """What every named object shares: name, close, unlink, repr, ``with`` closes."""
 
     _core: Core | None = None  # class default: nothing held, even after a failed __init__
     # One entry per call in progress in any thread (list.append/pop are
@@ -80,6 +85,9 @@ class Closable:
     def _state(self) -> str:
         return "open"
 
+    def __enter__(self: _T) -> _T:
+        return self
+
     def __exit__(
         self,
         exc_type: type[BaseException] | None,
@@ -87,3 +95,26 @@ class Closable:
         tb: TracebackType | None,
     ) -> None:
         self.close()
+
+
+class Acquirable(Closable):
+    """Semaphore and Lock: ``with obj:`` acquires and releases (as with
+    ``threading``); use ``contextlib.closing`` to close with ``with``."""
+
+    def acquire(self, blocking: bool = True, timeout: float | None = None) -> bool:
+        raise NotImplementedError
+
+    def release(self) -> None:
+        raise NotImplementedError
+
+    def __enter__(self: _A) -> _A:
+        self.acquire()
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.release()

@@ -607,9 +607,6 @@ class MessageQueue(Closable):
         later ones)."""
         super().close()
 
-    def __enter__(self) -> MessageQueue:
-        return self
-
     def listen(self, callback: Callable[[bytes], object]) -> Listener:
         """Start a daemon thread calling ``callback(message)`` for each
         message, in order; returns its :class:`Listener` (``stop()`` it)."""

@@ -6,13 +6,12 @@ import errno
 import mmap
 import os
 import threading
-from types import TracebackType
 from typing import Any
 
 from . import _names
 from ._backend import MUTEX_OWNER_DIED, MUTEX_TIMEOUT
 from ._backend import os_backend as _os
-from ._base import Closable
+from ._base import Acquirable
 from ._errors import CorruptedError
 from ._segment import (
     HEADER_SIZE,
@@ -62,7 +61,7 @@ class _SemaphoreKind(Kind):
 register_kind(_SemaphoreKind())
 
 
-class Semaphore(Closable):
+class Semaphore(Acquirable):
     """A counting semaphore that any process can open by name.
 
     ``create=None`` opens the semaphore or creates it with ``initial``
@@ -147,18 +146,6 @@ class Semaphore(Closable):
         value = self.value
         return "open" if value is None else f"value={value}"
 
-    def __enter__(self) -> Semaphore:
-        self.acquire()
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.release()
-
 
 class _LockKind(Kind):
     letter = "l"
@@ -190,7 +177,7 @@ class _LockKind(Kind):
 register_kind(_LockKind())
 
 
-class Lock(Closable):
+class Lock(Acquirable):
     """A mutex any process can take by name, that survives its holder's crash.
 
     Interface of ``threading.Lock``, except that the lock is owned by the
@@ -267,18 +254,6 @@ class Lock(Closable):
 
     def _state(self) -> str:
         return "held" if self._holder is not None else "open"
-
-    def __enter__(self) -> Lock:
-        self.acquire()
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.release()
 
 
 def _me() -> tuple[int, int]:

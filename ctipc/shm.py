@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import mmap
-from types import TracebackType
 
 from . import _names
 from ._backend import os_backend as _os
@@ -182,14 +181,3 @@ class SharedMemory(Closable):
 
     def _state(self) -> str:
         return f"size={self._size}"
-
-    def __enter__(self) -> SharedMemory:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
