@@ -1,4 +1,4 @@
-"""User names, and the OS names they map to.
+r"""User names, and the OS names they map to.
 
 A user name is any ``str`` of 1..255 characters without ``/`` or NUL.  The OS
 name is derived from it deterministically::
@@ -16,17 +16,25 @@ characters), so every OS name is 29 characters: under macOS's 31-character
 limit with the leading ``/`` that the POSIX backend adds.  The user's name
 itself is kept in the object's header, which is how ``python -m ctipc ls``
 shows it.
+
+On Windows, where kernel objects live in a session's namespace, a name that
+starts with ``Global\`` (or ``Local\``, the default) puts the object in that
+namespace: ``Global\jobs`` is seen by every session (creating it needs the
+SeCreateGlobalPrivilege that services have).  Elsewhere that prefix is just
+part of the name.
 """
 
 from __future__ import annotations
 
 import base64
 import hashlib
+import sys
 
 __all__ = ["MAX_NAME", "encode_name", "os_name", "validate_name"]
 
 MAX_NAME = 255
 _PREFIX = "ctipc-"
+_WINDOWS_NAMESPACES = ("Global\\", "Local\\")
 
 
 def validate_name(name: object) -> str:
@@ -46,15 +54,21 @@ def encode_name(name: str) -> bytes:
 
 
 def os_name(kind: str, role: str, name: str) -> str:
-    """The OS object name (without any OS prefix such as ``/`` or ``Local\\``)."""
+    """The OS object name (without the OS's own prefix: ``/`` on POSIX, the
+    default ``Local\\`` namespace on Windows)."""
     digest = hashlib.sha256(encode_name(name)).digest()
     tag = base64.b32encode(digest).decode("ascii")[:20].lower()
-    return f"{_PREFIX}{kind}{role}-{tag}"
+    namespace = ""
+    if sys.platform == "win32" and name.startswith(_WINDOWS_NAMESPACES):
+        namespace = name[: name.index("\\") + 1]
+    return f"{namespace}{_PREFIX}{kind}{role}-{tag}"
 
 
 def sibling(os_name_: str, role: str) -> str:
     """The OS name of another part of the same object (same kind and digest)."""
-    return f"{os_name_[: len(_PREFIX) + 1]}{role}{os_name_[len(_PREFIX) + 2 :]}"
+    namespace, _, base = os_name_.rpartition("\\")
+    namespace += "\\" if namespace else ""
+    return f"{namespace}{base[: len(_PREFIX) + 1]}{role}{base[len(_PREFIX) + 2 :]}"
 
 
 def is_ctipc_os_name(os_name_: str) -> bool:

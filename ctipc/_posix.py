@@ -27,6 +27,7 @@ from ._posix_ffi import (
     _HAS_CLOCKWAIT,
     _SEM_FAILED,
     _SHM_DIR,
+    EMULATING,
     _abs_timespec,
     _check_minus1,
     _check_wait,
@@ -133,7 +134,7 @@ if sys.platform == "darwin":
 
 # macOS: flock() on a shm descriptor fails (not a vnode); switched on by the
 # first refusal, after which segment locks are lock files.
-_seg_lock_files = False
+_seg_lock_files = EMULATING
 
 
 class Segment:

@@ -48,17 +48,25 @@ _pthread_lib = _library_with("pthread_mutex_init", "pthread")
 PLATFORM = sys.platform
 KERNEL_LIFETIME = False
 PERSISTENT = True
+# CTIPC_EMULATE=macos makes this backend take the paths that macOS takes
+# where Linux has better ones (polled timed waits, no semaphore value, the
+# flock mutex, segment lock files, no listing), so that the test suite runs
+# them on Linux.  A testing aid: ctipc never needs the variable, and such a
+# process must not share objects with ordinary ones (their locks differ).
+EMULATING = os.environ.get("CTIPC_EMULATE", "") == "macos"
 # macOS has no sem_timedwait/sem_clockwait: timed waits poll sem_trywait.
-_HAS_CLOCKWAIT = hasattr(_sem_lib, "sem_clockwait")  # glibc >= 2.30
-TIMED_WAIT_NATIVE = _HAS_CLOCKWAIT or hasattr(_sem_lib, "sem_timedwait")
+_HAS_CLOCKWAIT = hasattr(_sem_lib, "sem_clockwait") and not EMULATING  # glibc >= 2.30
+TIMED_WAIT_NATIVE = _HAS_CLOCKWAIT or (hasattr(_sem_lib, "sem_timedwait") and not EMULATING)
 # macOS exports sem_getvalue but it always fails with ENOSYS; probe by a
 # symbol that only systems with a working one have alongside it.
-SEM_VALUE = hasattr(_sem_lib, "sem_getvalue") and hasattr(_sem_lib, "sem_timedwait")
+SEM_VALUE = TIMED_WAIT_NATIVE and hasattr(_sem_lib, "sem_getvalue")
 # Robust process-shared mutexes: glibc and musl.  macOS and OpenBSD lack the
 # API; FreeBSD has it but cannot use it in shm mapped independently by each
 # process (dotnet/runtime#10519), so only Linux takes this path.
-ROBUST_MUTEX = hasattr(_pthread_lib, "pthread_mutexattr_setrobust") and sys.platform.startswith(
-    "linux"
+ROBUST_MUTEX = (
+    hasattr(_pthread_lib, "pthread_mutexattr_setrobust")
+    and sys.platform.startswith("linux")
+    and not EMULATING
 )
 # The pthread_mutex_t layout differs between C libraries: processes with
 # different tags must not share a Lock.
@@ -70,7 +78,7 @@ MUTEX_ABI = (
 )
 # Where shm objects are visible as files (Linux tmpfs); elsewhere no listing.
 _SHM_DIR = "/dev/shm"
-CAN_LIST = os.path.isdir(_SHM_DIR)
+CAN_LIST = os.path.isdir(_SHM_DIR) and not EMULATING
 # macOS: flock() on a shm_open descriptor fails (EINVAL/ENOTSUP: not a vnode),
 # so the segment lock falls back to a lock file beside the segment.
 _LOCK_DIR = _SHM_DIR if CAN_LIST else "/tmp"

@@ -62,9 +62,10 @@ ROBUST_MUTEX = True  # a mutex whose owner died is returned as WAIT_ABANDONED
 MUTEX_ABI = "win32-mutex"  # a named kernel mutex: nothing lives in the segment
 CAN_LIST = False  # enumerating named objects needs the native NT API
 
-# Namespace of every object name.  Local\ is the caller's session; Global\
-# (visible to services and other sessions) needs SeCreateGlobalPrivilege to
-# create a file mapping, so it is left for a later option.
+# Namespace of an object name that names none.  Local\ is the caller's
+# session; Global\ (visible to services and other sessions; creating a file
+# mapping there needs SeCreateGlobalPrivilege) is chosen by a user name that
+# starts with "Global\" (see _names.os_name).
 NAMESPACE = "Local\\"
 
 _INVALID_HANDLE_VALUE = -1  # (HANDLE)-1: CreateFileMappingW backs the mapping by the paging file
@@ -178,7 +179,7 @@ GetProcessTimes = _declare("GetProcessTimes", [HANDLE] + [LPFILETIME] * 4, BOOL,
 
 
 def _win_name(os_name: str) -> str:
-    return NAMESPACE + os_name
+    return os_name if "\\" in os_name else NAMESPACE + os_name
 
 
 def _ms(timeout: float) -> int:
