@@ -154,14 +154,20 @@ def _data(message: object) -> memoryview:
 _MUTEX_PATIENCE = 1.0
 
 
+def _patience() -> float:
+    return time.monotonic() + _MUTEX_PATIENCE
+
+
 def _deadlines(block: bool, timeout: float | None) -> tuple[float | None, float | None]:
-    """(deadline for a message or room, deadline for a mutex), monotonic."""
+    """(deadline for a message or room, deadline for a mutex), monotonic: a
+    short or no timeout still waits out another process's critical section."""
     seconds = _queue_timeout(block, timeout)
     now = time.monotonic()
     if not block:
         return now, now + _MUTEX_PATIENCE
-    deadline = None if seconds is None else now + seconds
-    return deadline, deadline
+    if seconds is None:
+        return None, None
+    return now + seconds, now + max(seconds, _MUTEX_PATIENCE)
 
 
 def _queue_timeout(block: bool, timeout: float | None) -> float | None:
@@ -185,6 +191,8 @@ class MessageQueue(Closable):
     :class:`ctipc.IncompatibleError`.  Each message is delivered once, in the
     order of the puts (so in order per producer).  See ``docs/FORMAT.md``.
     """
+
+    _closing = False  # class default: also right after a failed __init__
 
     def __init__(
         self,
@@ -240,6 +248,7 @@ class MessageQueue(Closable):
         # grow, so a stale view is a conservative one.
         self._tail_seen = 0
         self._head_seen = 0
+        self._closing = False
         self._start(core)
 
     # -- properties ------------------------------------------------------------
@@ -384,7 +393,7 @@ class MessageQueue(Closable):
                 patience = deadline
         finally:
             if registered:
-                self._refresh_head(None, -1)
+                self._refresh_head(_patience(), -1)
         return sent
 
     def _room_for(self, nbytes: int) -> bool:
@@ -519,7 +528,7 @@ class MessageQueue(Closable):
                 _os.semaphore_wait(self._data_sem, slice_)
         finally:
             if registered:
-                self._refresh_tail(None, -1)
+                self._refresh_tail(_patience(), -1)
 
     def get(self, block: bool = True, timeout: float | None = None) -> bytes:
         """Remove and return the oldest message.  Raises
@@ -566,7 +575,7 @@ class MessageQueue(Closable):
                     return True
                 return _os.semaphore_wait(self._data_sem, max(0.0, min(WAIT_SLICE, timeout)))
             finally:
-                self._refresh_tail(None, -1)
+                self._refresh_tail(_patience(), -1)
         finally:
             self._leave()
 
@@ -581,7 +590,7 @@ class MessageQueue(Closable):
                     return True
                 return _os.semaphore_wait(self._room_sem, max(0.0, min(WAIT_SLICE, timeout)))
             finally:
-                self._refresh_head(None, -1)
+                self._refresh_head(_patience(), -1)
         finally:
             self._leave()
 
@@ -604,8 +613,22 @@ class MessageQueue(Closable):
     def close(self) -> None:
         """Close this process's handle (idempotent); messages stay for the
         other processes that have the queue open (or, if persistent, for
-        later ones)."""
+        later ones).  Calls waiting in other threads raise ValueError first
+        (within a wait slice), taking back their registration as sleepers."""
+        self._closing = True
+        give_up = time.monotonic() + _MUTEX_PATIENCE
+        while self._inflight and time.monotonic() < give_up:
+            time.sleep(0.002)  # they notice _closing between wait slices
         super().close()
+
+    @property
+    def closed(self) -> bool:
+        return self._closing or super().closed
+
+    def _check_open(self) -> None:
+        if self._closing:
+            raise ValueError("MessageQueue is closed")
+        super()._check_open()
 
     def listen(self, callback: Callable[[bytes], object]) -> Listener:
         """Start a daemon thread calling ``callback(message)`` for each
