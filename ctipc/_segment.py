@@ -447,6 +447,14 @@ class Core:
             _os.segment_close(seg)  # closing the descriptor drops its lock
 
     # -- close / unlink ------------------------------------------------------------
+    def view(self, offset: int, length: int) -> memoryview:
+        """A writable view of the mapping, released when this core closes
+        (so that closing never meets a BufferError of its own making)."""
+        assert self.mm is not None
+        view = memoryview(self.mm)[offset : offset + length]
+        self.views.append(view)
+        return view
+
     def words(self, offset: int, count: int) -> memoryview:
         """``count`` native unsigned 64-bit words of the mapping at ``offset``
         (8-aligned), as a view whose item assignment is one aligned store.

@@ -241,6 +241,7 @@ class MessageQueue(Closable):
         self._ring = self._capacity & ~7
         self._mm = core.mm
         self._w = core.words(CONTROL, CONTROL_WORDS)
+        self._ring_view = core.view(RING, self._ring)
         r = core.resources
         self._put_mutex, self._get_mutex = r["put"], r["get"]
         self._data_sem, self._room_sem = r["data"], r["room"]
@@ -347,8 +348,8 @@ class MessageQueue(Closable):
                     _RECORD.pack_into(mm, RING + pos, WRAP, 0)
                     tail += skip
                     pos = 0
-                start = RING + pos + _RECORD.size
-                mm[start : start + n] = view
+                start = pos + _RECORD.size
+                self._ring_view[start : start + n] = view  # (PyPy's mmap takes only bytes)
                 _RECORD.pack_into(mm, RING + pos, n, 0)
                 tail += size
                 written += 1
