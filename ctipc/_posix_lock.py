@@ -151,10 +151,13 @@ class _RobustMutex:
 
 
 class _FlockMutex:
-    __slots__ = ("closing", "fd", "local", "mm", "offset", "owner")
+    __slots__ = ("closing", "fd", "local", "mm", "mode", "offset", "owner", "path", "pid")
 
     def __init__(self, seg: Any, mm: mmap.mmap, offset: int) -> None:
-        self.fd = _lock_file(seg.os_name, f".{offset}.mutex", os.fstat(seg.fd).st_mode & 0o777)
+        self.path = (seg.os_name, f".{offset}.mutex")
+        self.mode = os.fstat(seg.fd).st_mode & 0o777
+        self.fd = _lock_file(*self.path, self.mode)
+        self.pid = os.getpid()
         self.local = threading.Lock()  # flock() does not exclude threads sharing fd
         # The owner record, in a mapping of its own so that it outlives the
         # object's header mapping while the mutex is held.
@@ -217,6 +220,8 @@ def mutex_acquire(m: Mutex, timeout: float) -> int:
 
 
 def _flock_mutex_acquire(m: _FlockMutex, timeout: float) -> int:
+    if m.pid != os.getpid():
+        _after_fork(m)
     start = time.monotonic()
     if not m.local.acquire(timeout=timeout) if timeout > 0 else not m.local.acquire(False):
         return MUTEX_TIMEOUT
@@ -231,6 +236,18 @@ def _flock_mutex_acquire(m: _FlockMutex, timeout: float) -> int:
     m.mm[m.offset : m.offset + 4] = os.getpid().to_bytes(4, sys.byteorder)
     m.owner = threading.get_ident()
     return MUTEX_OWNER_DIED if died else MUTEX_ACQUIRED
+
+
+def _after_fork(m: _FlockMutex) -> None:
+    # A forked child shares the parent's open file description, and flock()
+    # does not exclude two holders of one description: the child takes the
+    # lock through a descriptor of its own (and a fresh thread lock; a lock
+    # the parent held at fork is the parent's to release).
+    inherited, m.fd = m.fd, _lock_file(*m.path, m.mode)
+    os.close(inherited)
+    m.local = threading.Lock()
+    m.owner = 0
+    m.pid = os.getpid()
 
 
 def mutex_release(m: Mutex) -> None:
