@@ -24,11 +24,12 @@ removes it.  Standard library + ctipc only.
 from __future__ import annotations
 
 import argparse
-import signal
 import sys
 import threading
 import urllib.parse
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+from _serve import serve  # beside this file
 
 import ctipc
 
@@ -157,28 +158,6 @@ class ShmServer(ThreadingHTTPServer):
     def __init__(self, port: int, blocks: Blocks) -> None:
         super().__init__(("127.0.0.1", port), Handler)
         self.blocks = blocks
-
-
-def serve(server: ThreadingHTTPServer, cleanup: list) -> None:
-    """Serve until SIGTERM/SIGINT, then shut down and close ``cleanup``."""
-    stopping = threading.Event()
-
-    def on_signal(signum: int, frame: object) -> None:
-        # shutdown() waits for serve_forever() to return, so it must run in
-        # another thread than the one serving (this one).
-        if not stopping.is_set():
-            stopping.set()
-            threading.Thread(target=server.shutdown, daemon=True).start()
-
-    signal.signal(signal.SIGINT, on_signal)
-    signal.signal(signal.SIGTERM, on_signal)
-    print(f"listening on {server.server_address[1]}", flush=True)
-    try:
-        server.serve_forever()
-    finally:
-        server.server_close()
-        for close in cleanup:
-            close()
 
 
 def main(argv: list[str] | None = None) -> int:
