@@ -23,12 +23,13 @@ def _ls(args: argparse.Namespace) -> int:
     if not infos:
         print("no ctipc objects")
         return 0
-    rows = [("KIND", "NAME", "SIZE", "PROCS", "DEAD", "PERSIST", "STATE")]
+    rows = [("KIND", "NAME", "SIZE", "MSGS", "PROCS", "DEAD", "PERSIST", "STATE")]
     for i in infos:
         # a name that would break the columns (blanks, control characters) is quoted
         name = i.name if i.name.isprintable() and " " not in i.name else repr(i.name)
         rows.append(
-            (i.kind, name, str(i.size), str(i.processes), str(i.dead),
+            (i.kind, name, str(i.size), "-" if i.messages is None else str(i.messages),
+             str(i.processes), str(i.dead),
              "yes" if i.persistent else "no", i.state)
         )  # fmt: skip
     widths = [max(len(r[c]) for r in rows) for c in range(len(rows[0]))]

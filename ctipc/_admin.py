@@ -37,6 +37,7 @@ class ObjectInfo(NamedTuple):
     dead: int  # slots of processes that died without closing
     persistent: bool
     state: str  # ok, creating, removed, stale (nobody alive), corrupt
+    messages: int | None = None  # messages queued (MessageQueue only)
 
     def as_dict(self) -> dict[str, object]:
         return self._asdict()
@@ -74,7 +75,8 @@ def _inspect(os_name: str, kind: _segment.Kind) -> ObjectInfo:
         persistent = bool(h.flags & FLAG_PERSISTENT)
         if state == "ok" and not alive and not persistent and not _os.KERNEL_LIFETIME:
             state = "stale"
-        return ObjectInfo(label, name, os_name, h.param0, alive, dead, persistent, state)
+        messages = kind.count(seg) if state in ("ok", "stale") else None
+        return ObjectInfo(label, name, os_name, h.param0, alive, dead, persistent, state, messages)
     finally:
         _os.segment_close(seg)
 

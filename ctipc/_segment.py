@@ -132,6 +132,10 @@ class Kind:
         ``resources`` (pop them: this may run twice).  Called when opening
         fails, and once the public object is collected (see ``track``)."""
 
+    def count(self, seg: Any) -> int | None:
+        """How many items the object holds (for ``ls``), if the kind counts."""
+        return None
+
     def remove_extras(self, seg_os_name: str) -> None:
         """Remove the kind's OS resources outside the segment, whose names
         derive from the segment's (``_names.sibling``): no need to trust the

@@ -72,6 +72,17 @@ class _QueueKind(Kind):
     def tag(self) -> bytes:
         return _os.MUTEX_ABI.encode("ascii")  # the queue's two mutexes
 
+    def count(self, seg: Any) -> int | None:
+        mm = _os.segment_map(seg, 0, CONTROL + PAGE)
+        try:
+            words = memoryview(mm)[CONTROL : CONTROL + 8 * CONTROL_WORDS].cast("Q")
+            try:
+                return _queued(words[PUTS], words[GETS])
+            finally:
+                words.release()
+        finally:
+            mm.close()
+
     def on_create(self, core: Core) -> None:
         assert core.mm is not None
         r = core.resources
@@ -107,6 +118,13 @@ class _QueueKind(Kind):
 
 
 register_kind(_QueueKind())
+
+
+def _queued(puts: int, gets: int) -> int:
+    # Both counters wrap at 2**64; a "negative" difference is a snapshot
+    # taken between a get and its put, or corrupt counters: 0.
+    count = (puts - gets) & _U64_MASK
+    return count if count <= _POSITION_MAX else 0
 
 
 def _wake(sem: int, n: int) -> None:
@@ -271,10 +289,7 @@ class MessageQueue(Closable):
             gets: int = self._w[GETS]
         finally:
             self._leave()
-        # Both counters wrap at 2**64; a "negative" difference is a snapshot
-        # taken between a get and its put, or corrupt counters: 0.
-        count = (puts - gets) & _U64_MASK
-        return count if count <= _POSITION_MAX else 0
+        return _queued(puts, gets)
 
     def _state(self) -> str:
         return f"messages={len(self)} capacity={self._capacity}"

@@ -35,7 +35,7 @@ needs_names = pytest.mark.skipif(
 )
 pytestmark = [needs_listing]
 
-COLUMNS = ["KIND", "NAME", "SIZE", "PROCS", "DEAD", "PERSIST", "STATE"]
+COLUMNS = ["KIND", "NAME", "SIZE", "MSGS", "PROCS", "DEAD", "PERSIST", "STATE"]
 
 
 class Run(NamedTuple):
@@ -134,13 +134,16 @@ def test_ls_shows_objects_another_process_holds(name: str) -> None:
         cls_of.update(SharedMemory=ctipc.SharedMemory, MessageQueue=ctipc.MessageQueue)
         for kind, e in entries.items():
             assert set(e) == {
-                "kind", "name", "os_name", "size", "processes", "dead", "persistent", "state"
+                "kind", "name", "os_name", "size", "processes", "dead", "persistent", "state",
+                "messages",
             }  # fmt: skip
             assert e["os_name"] == header_os_name(cls_of[kind], name)
             assert e["processes"] == 1  # the holder, nobody else
             assert (e["dead"], e["persistent"], e["state"]) == (0, False, "ok")
         assert entries["SharedMemory"]["size"] == 100
         assert entries["MessageQueue"]["size"] == 8192
+        assert entries["MessageQueue"]["messages"] == 0  # the holder put none
+        assert {e["messages"] for k, e in entries.items() if k != "MessageQueue"} == {None}
 
         holder.send()
         holder.expect("closed")
