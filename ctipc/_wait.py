@@ -6,6 +6,7 @@ import time
 from typing import Callable
 
 from ._consts import WAIT_SLICE
+from ._names import validate_name
 
 
 def check_timeout(blocking: bool, timeout: float | None) -> float | None:
@@ -51,6 +52,13 @@ def wait(
         check_open()
         if attempt(slice_):
             return True
+
+
+def check_open_args(name: object, create: object, permissions: object) -> int:
+    """The checks every constructor starts with; returns the mode."""
+    validate_name(name)
+    check_create(create)
+    return check_permissions(permissions)
 
 
 def check_create(create: object) -> bool | None:

@@ -26,7 +26,7 @@ from ._backend import os_backend as _os
 from ._base import Closable
 from ._errors import CorruptedError, Empty, Full, IncompatibleError
 from ._segment import HEADER_SIZE, Core, Header, Kind, register_kind
-from ._wait import check_create, check_permissions, check_size
+from ._wait import check_open_args, check_size
 from .listener import Listener
 
 __all__ = ["MessageQueue"]
@@ -222,9 +222,7 @@ class MessageQueue(Closable):
         persistent: bool = False,
         permissions: int = 0o600,
     ) -> None:
-        _names.validate_name(name)
-        check_create(create)
-        mode = check_permissions(permissions)
+        mode = check_open_args(name, create, permissions)
         check_size(capacity, "capacity")
         check_size(max_message, "max_message")
         if max_message is not None and max_message >= WRAP:

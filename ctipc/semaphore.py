@@ -20,7 +20,7 @@ from ._segment import (
     Kind,
     register_kind,
 )
-from ._wait import check_create, check_permissions, check_timeout, wait
+from ._wait import check_open_args, check_timeout, wait
 
 __all__ = ["Lock", "Semaphore"]
 
@@ -81,9 +81,7 @@ class Semaphore(Acquirable):
         persistent: bool = False,
         permissions: int = 0o600,
     ) -> None:
-        _names.validate_name(name)
-        check_create(create)
-        mode = check_permissions(permissions)
+        mode = check_open_args(name, create, permissions)
         if isinstance(initial, bool) or not isinstance(initial, int):
             raise TypeError(f"initial must be an int, not {type(initial).__name__}")
         if not 0 <= initial <= SEM_VALUE_MAX:
@@ -196,9 +194,7 @@ class Lock(Acquirable):
         persistent: bool = False,
         permissions: int = 0o600,
     ) -> None:
-        _names.validate_name(name)
-        check_create(create)
-        mode = check_permissions(permissions)
+        mode = check_open_args(name, create, permissions)
         core = Core(_LockKind(), name)
         core.open(create, bool(persistent), mode, (None, None), _no_check)
         self._mutex = core.resources["mutex"]

@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import mmap
 
-from . import _names
 from ._backend import os_backend as _os
 from ._base import Closable
 from ._errors import CorruptedError, IncompatibleError
 from ._segment import HEADER_SIZE, Core, Header, Kind, register_kind
-from ._wait import check_create, check_permissions, check_size
+from ._wait import check_open_args, check_size
 
 __all__ = ["SharedMemory"]
 
@@ -71,9 +70,7 @@ class SharedMemory(Closable):
         persistent: bool = False,
         permissions: int = 0o600,
     ) -> None:
-        _names.validate_name(name)
-        check_create(create)
-        mode = check_permissions(permissions)
+        mode = check_open_args(name, create, permissions)
         size = check_size(size, "size")
         if create is True and size is None:
             raise ValueError("size is needed to create a SharedMemory")
