@@ -144,8 +144,11 @@ def _collect_one(os_name: str, kind: _segment.Kind) -> str | None:
             if h.state == STATE_READY:
                 if reap(mm)[0] or h.flags & FLAG_PERSISTENT:
                     return None
+            elif h.state == STATE_REMOVED:
+                # its remover died between marking and unlinking it
+                return "?" if _segment.finish_removal(kind, os_name, h) else None
             elif h.state != STATE_INIT:
-                return None  # removed already, or corrupt: leave that to `rm`
+                return None  # corrupt: leave that to `rm`
             name = stored_name(mm, h)
             struct.pack_into("=I", mm, 12, STATE_REMOVED)
         finally:

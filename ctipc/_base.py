@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import errno
 from types import TracebackType
 from typing import TypeVar
 
+from ._errors import CorruptedError
 from ._segment import Core, track
 
 __all__ = ["Acquirable", "Closable"]
@@ -95,6 +97,14 @@ class Closable:
         tb: TracebackType | None,
     ) -> None:
         self.close()
+
+
+def mutex_error(error: OSError, name: str) -> Exception:
+    """The error to raise for an OSError from a mutex call: EINVAL means the
+    mutex's bytes in shared memory are not a mutex (any more)."""
+    if error.errno == errno.EINVAL:
+        return CorruptedError(f"the mutex of {name!r} is corrupt", name)
+    return error
 
 
 class Acquirable(Closable):

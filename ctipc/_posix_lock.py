@@ -140,7 +140,7 @@ class _RobustMutex:
     # during interpreter shutdown, and a holder that unmaps the mutex and then
     # dies leaves it locked for good (the kernel can no longer walk its robust
     # list entry).  This mapping is never unmapped while the mutex is held.
-    __slots__ = ("addr", "closing", "held")
+    __slots__ = ("addr", "closing", "held", "words")
 
     def __init__(self, seg: Any, offset: int) -> None:
         self.addr: int = libc_mmap(
@@ -148,6 +148,7 @@ class _RobustMutex:
         )
         self.held = False
         self.closing = False  # closed while held: unmap at release
+        self.words: Any = (ctypes.c_int32 * 16).from_address(self.addr)
 
 
 class _FlockMutex:
@@ -170,21 +171,36 @@ class _FlockMutex:
 Mutex = Any  # _RobustMutex | _FlockMutex
 
 
+def _init(addr: Any) -> None:
+    attr = (ctypes.c_uint64 * 8)()  # 64 bytes covers every pthread_mutexattr_t
+    pthread_mutexattr_init(attr)
+    try:
+        pthread_mutexattr_setpshared(attr, _PTHREAD_PROCESS_SHARED)
+        pthread_mutexattr_setrobust(attr, _PTHREAD_MUTEX_ROBUST)
+        pthread_mutex_init(addr, attr)
+    finally:
+        pthread_mutexattr_destroy(attr)
+
+
+def _static_words() -> tuple[tuple[int, int], ...]:
+    # A mutex initialised in private memory shows which 32-bit words of a
+    # fresh one are not zero: those are its static words.
+    reference = (ctypes.c_int32 * 16)()
+    _init(reference)
+    return tuple((i, v) for i, v in enumerate(reference) if v)
+
+
+_STATIC_WORDS = _static_words() if ROBUST_MUTEX else ()
+
+
 def mutex_create(seg: Any, mm: mmap.mmap, offset: int) -> Mutex:
     if not ROBUST_MUTEX:
         fm = _FlockMutex(seg, mm, offset)
         fm.mm[0:8] = bytes(8)
         return fm
     m = _RobustMutex(seg, offset)
-    attr = (ctypes.c_uint64 * 8)()  # 64 bytes covers every pthread_mutexattr_t
     try:
-        pthread_mutexattr_init(attr)
-        try:
-            pthread_mutexattr_setpshared(attr, _PTHREAD_PROCESS_SHARED)
-            pthread_mutexattr_setrobust(attr, _PTHREAD_MUTEX_ROBUST)
-            pthread_mutex_init(m.addr, attr)
-        finally:
-            pthread_mutexattr_destroy(attr)
+        _init(m.addr)
     except BaseException:
         mutex_close(m)
         raise
@@ -195,9 +211,21 @@ def mutex_open(seg: Any, mm: mmap.mmap, offset: int) -> Mutex:
     return _RobustMutex(seg, offset) if ROBUST_MUTEX else _FlockMutex(seg, mm, offset)
 
 
+def _check_static(m: _RobustMutex) -> None:
+    # The words that pthread_mutex_init sets and locking never changes (the
+    # mutex's kind on glibc, its type on musl) must still hold what they
+    # held: glibc asserts, aborting the process, on some garbage there.  Any
+    # other corruption gives EINVAL from the call itself.
+    words = m.words
+    for index, value in _STATIC_WORDS:
+        if words[index] != value:
+            raise OSError(errno.EINVAL, "the mutex's bytes are corrupt")
+
+
 def mutex_acquire(m: Mutex, timeout: float) -> int:
     if isinstance(m, _FlockMutex):
         return _flock_mutex_acquire(m, timeout)
+    _check_static(m)
     if timeout <= 0:
         rc = pthread_mutex_trylock(m.addr)
     elif _HAS_CLOCKLOCK:
@@ -252,6 +280,7 @@ def _after_fork(m: _FlockMutex) -> None:
 
 def mutex_release(m: Mutex) -> None:
     if isinstance(m, _RobustMutex):
+        _check_static(m)
         pthread_mutex_unlock(m.addr)
         m.held = False
     else:

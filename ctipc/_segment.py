@@ -306,6 +306,7 @@ class Core:
             if header.state == STATE_INIT and header.magic in (bytes(8), self._magic()):
                 return "uninitialised"
             if header.state == STATE_REMOVED:
+                finish_removal(self.kind, self.os_name, header)
                 return "removed"
             self._validate(header, size)
             self._check_tag(mm)
@@ -571,7 +572,7 @@ def unlink_by_name(kind: Kind, name: str, expected: Header | None = None) -> boo
         try:
             header = read_header(mm)
             if header.state == STATE_REMOVED:
-                return False
+                return finish_removal(kind, os_name, header)
             if expected is not None and (header.creator_pid, header.created_ns) != (
                 expected.creator_pid,
                 expected.created_ns,
@@ -584,6 +585,37 @@ def unlink_by_name(kind: Kind, name: str, expected: Header | None = None) -> boo
         return _os.segment_unlink(os_name)
     finally:
         _os.segment_close(seg)
+
+
+def finish_removal(kind: Kind, os_name: str, header: Header) -> bool:
+    """With the lock of a segment marked removed held: unlink its name, if
+    the name still leads to that segment (the same creator and creation
+    time).  A remover marks and unlinks under the lock, so holding it and
+    seeing the mark means the remover died in between, or finished and the
+    name now leads to a newer object, which must be left alone."""
+    try:
+        seg = _os.segment_attach(os_name)
+    except FileNotFoundError:
+        return False
+    try:
+        size = seg.size
+        if size is not None and size < HEADER_SIZE:
+            return False
+        mm = _os.segment_map(seg, 0, HEADER_SIZE)
+        try:
+            now = read_header(mm)
+        finally:
+            mm.close()
+    finally:
+        _os.segment_close(seg)
+    if (now.state, now.creator_pid, now.created_ns) != (
+        STATE_REMOVED,
+        header.creator_pid,
+        header.created_ns,
+    ):
+        return False
+    kind.remove_extras(os_name)
+    return _os.segment_unlink(os_name)
 
 
 def reap(mm: mmap.mmap, clear: bool = True) -> tuple[int, int]:

@@ -23,7 +23,7 @@ from typing import Any, Callable
 from . import _names, aio
 from ._backend import MUTEX_TIMEOUT, WAIT_SLICE
 from ._backend import os_backend as _os
-from ._base import Closable
+from ._base import Closable, mutex_error
 from ._errors import CorruptedError, Empty, Full, IncompatibleError
 from ._segment import HEADER_SIZE, Core, Header, Kind, register_kind
 from ._wait import check_open_args, check_size
@@ -296,6 +296,18 @@ class MessageQueue(Closable):
     def _lock(self, mutex: Any, deadline: float | None) -> bool:
         """Take a side's mutex (a dead holder's state needs no repair: a
         position is published by one store, after the bytes it covers)."""
+        try:
+            return self._lock_slices(mutex, deadline)
+        except OSError as e:
+            raise mutex_error(e, self.name) from None
+
+    def _unlock(self, mutex: Any) -> None:
+        try:
+            _os.mutex_release(mutex)
+        except OSError as e:
+            raise mutex_error(e, self.name) from None
+
+    def _lock_slices(self, mutex: Any, deadline: float | None) -> bool:
         if _os.mutex_acquire(mutex, 0.0) != MUTEX_TIMEOUT:
             return True
         while True:
@@ -320,7 +332,7 @@ class MessageQueue(Closable):
                 count = self._w[CONSUMERS_WAITING]
                 self._w[CONSUMERS_WAITING] = max(0, count + waiting) & _U64_MASK
         finally:
-            _os.mutex_release(self._put_mutex)
+            self._unlock(self._put_mutex)
         return True
 
     def _refresh_head(self, deadline: float | None, waiting: int = 0) -> bool:
@@ -332,7 +344,7 @@ class MessageQueue(Closable):
                 count = self._w[PRODUCERS_WAITING]
                 self._w[PRODUCERS_WAITING] = max(0, count + waiting) & _U64_MASK
         finally:
-            _os.mutex_release(self._get_mutex)
+            self._unlock(self._get_mutex)
         return True
 
     # -- put -----------------------------------------------------------------------
@@ -348,8 +360,10 @@ class MessageQueue(Closable):
             if tail > _POSITION_MAX:
                 raise CorruptedError(f"queue {self.name!r}: positions out of range", self.name)
             head = self._head_seen
-            if not head <= tail <= head + ring:
-                head = self._head_seen = tail - ring if tail > ring else 0
+            if head > tail:  # no older than the head: cannot pass the tail
+                raise CorruptedError(f"queue {self.name!r}: head beyond tail", self.name)
+            if tail > head + ring:  # this process's view of the head is old
+                head = self._head_seen = tail - ring
             for view in views:
                 n = view.nbytes
                 size = _record_size(n)
@@ -374,7 +388,7 @@ class MessageQueue(Closable):
             else:
                 sleepers = 0
         finally:
-            _os.mutex_release(self._put_mutex)
+            self._unlock(self._put_mutex)
         if sleepers:
             _wake(self._data_sem, min(written, sleepers))
         return written
@@ -384,7 +398,7 @@ class MessageQueue(Closable):
         deadline passed (``len(views)`` when all were)."""
         deadline, patience = _deadlines(block, timeout)
         sent = 0
-        registered = False
+        registered = retried = False
         try:
             while sent < len(views):
                 done = self._append(views[sent:], patience)
@@ -397,8 +411,13 @@ class MessageQueue(Closable):
                 if done < 0 or not self._refresh_head(patience, 0 if registered else 1):
                     break
                 registered = True
-                if self._room_for(views[sent].nbytes):
+                # Room by the fresh head: try again, once; a second miss in a
+                # row waits (another producer took the room, or the
+                # positions are inconsistent) so this never spins.
+                if not retried and self._room_for(views[sent].nbytes):
+                    retried = True
                     continue
+                retried = False
                 remaining = WAIT_SLICE if deadline is None else deadline - time.monotonic()
                 if remaining <= 0:
                     break
@@ -414,6 +433,8 @@ class MessageQueue(Closable):
         """Is there room for a message of ``nbytes`` as far as the head this
         process saw?  (A hint, without the put mutex; _append decides.)"""
         tail: int = self._w[TAIL]
+        if self._head_seen > tail:  # the head, read fresh, never passes a tail read later
+            raise CorruptedError(f"queue {self.name!r}: head beyond tail", self.name)
         size = _record_size(nbytes)
         pos = tail % self._ring
         skip = self._ring - pos if pos + size > self._ring else 0
@@ -508,7 +529,7 @@ class MessageQueue(Closable):
             else:
                 sleepers = 0
         finally:
-            _os.mutex_release(self._get_mutex)
+            self._unlock(self._get_mutex)
         if sleepers and out:
             _wake(self._room_sem, min(len(out), sleepers))
         return out

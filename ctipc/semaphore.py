@@ -11,7 +11,7 @@ from typing import Any
 from . import _names
 from ._backend import MUTEX_OWNER_DIED, MUTEX_TIMEOUT
 from ._backend import os_backend as _os
-from ._base import Acquirable
+from ._base import Acquirable, mutex_error
 from ._errors import CorruptedError
 from ._segment import (
     HEADER_SIZE,
@@ -217,6 +217,9 @@ class Lock(Acquirable):
         try:
             if not wait(attempt, blocking, seconds, self._check_open):
                 return False
+        except OSError as e:
+            raise mutex_error(e, self.name) from None
+        else:
             self.owner_died = outcome[0] == MUTEX_OWNER_DIED
             self._holder = _me()
             return True
@@ -236,6 +239,9 @@ class Lock(Acquirable):
             _os.mutex_release(self._mutex)
         except PermissionError:
             raise RuntimeError("release of a ctipc.Lock this thread does not hold") from None
+        except OSError as e:
+            self._holder = _me()
+            raise mutex_error(e, self.name) from None
         except BaseException:
             self._holder = _me()
             raise
