@@ -216,6 +216,8 @@ def _check_static(m: _RobustMutex) -> None:
     # mutex's kind on glibc, its type on musl) must still hold what they
     # held: glibc asserts, aborting the process, on some garbage there.  Any
     # other corruption gives EINVAL from the call itself.
+    if not m.addr:  # closed (unmapped): never touch the old address
+        raise OSError(errno.EBADF, "the mutex is closed")
     words = m.words
     for index, value in _STATIC_WORDS:
         if words[index] != value:
