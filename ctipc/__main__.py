@@ -25,9 +25,10 @@ def _ls(args: argparse.Namespace) -> int:
         return 0
     rows = [("KIND", "NAME", "SIZE", "MSGS", "PROCS", "DEAD", "PERSIST", "STATE")]
     for i in infos:
-        # a name that would break the columns (blanks, control characters) is
-        # shown as a Python string literal, with its blanks escaped too
-        name = i.name if i.name.isprintable() and " " not in i.name else repr(i.name)
+        # a name that would break the columns (empty, blanks, control
+        # characters) is shown as a Python string literal, blanks escaped too
+        plain = i.name and i.name.isprintable() and " " not in i.name
+        name = i.name if plain else repr(i.name)
         name = name.replace(" ", "\\x20")
         rows.append(
             (i.kind, name, str(i.size), "-" if i.messages is None else str(i.messages),
