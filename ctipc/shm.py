@@ -160,19 +160,17 @@ class SharedMemory(Closable):
     def close(self) -> None:
         """Unmap and close (idempotent).  BufferError, with nothing changed,
         while views taken from ``buf`` are still alive.  (Where ``mmap`` does
-        not track views, as on PyPy, the mapping is left to the garbage
-        collector instead, so that views never point at unmapped memory.)"""
+        not track views, as on PyPy, it cannot refuse: release your views
+        before ``close()`` there, since they no longer show the memory.)"""
         data = self._data
         if data is not None and not data.closed:
             if self._buf is not None:
                 self._buf.release()
-            if _MMAP_TRACKS_VIEWS:
-                try:
-                    data.close()  # BufferError if the caller still holds views
-                except BufferError:
-                    self._buf = memoryview(data)
-                    raise
-            self._data = None
+            try:
+                data.close()  # BufferError if the caller still holds views
+            except BufferError:
+                self._buf = memoryview(data)
+                raise
             self._buf = None
         super().close()
 
