@@ -16,7 +16,9 @@ import signal
 import subprocess
 import sys
 import textwrap
+import threading
 import time
+from collections.abc import Callable
 from typing import Any
 
 import ctipc
@@ -352,3 +354,25 @@ def entries_of(name: str) -> list[str]:
     of the objects called ``name``: every one carries the name's digest."""
     tag = _names.os_name("s", "h", name).rsplit("-", 1)[1]
     return sorted(e for e in shm_entries() if e.endswith("-" + tag))
+
+
+def run_threads(target: Callable[[int], None], n: int = 8) -> None:
+    """Run ``target(i)`` in ``n`` threads started together; re-raise the first error."""
+    errors: list[BaseException] = []
+    barrier = threading.Barrier(n)
+
+    def body(i: int) -> None:
+        try:
+            barrier.wait(DEADLINE)
+            target(i)
+        except BaseException as e:
+            errors.append(e)
+
+    threads = [threading.Thread(target=body, args=(i,)) for i in range(n)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert not any(t.is_alive() for t in threads), "a thread hung"
+    if errors:
+        raise errors[0]

@@ -38,6 +38,7 @@ from helpers import (
     Child,
     exists,
     header_path,
+    run_threads,
 )
 
 import ctipc
@@ -108,28 +109,6 @@ def check_per_producer_order(got: list[tuple[int, int]]) -> None:
     for producer, seq in got:
         assert seq > last.get(producer, -1), f"producer {producer}: {seq} after {last[producer]}"
         last[producer] = seq
-
-
-def run_threads(target: Any, n: int) -> None:
-    """Run ``target(i)`` in ``n`` threads started together; re-raise the first error."""
-    errors: list[BaseException] = []
-    barrier = threading.Barrier(n)
-
-    def body(i: int) -> None:
-        try:
-            barrier.wait(DEADLINE)
-            target(i)
-        except BaseException as e:
-            errors.append(e)
-
-    threads = [threading.Thread(target=body, args=(i,)) for i in range(n)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(60)
-    assert not any(t.is_alive() for t in threads), "a thread hung"
-    if errors:
-        raise errors[0]
 
 
 def elapsed(start: float) -> float:

@@ -4,35 +4,12 @@ from __future__ import annotations
 
 import threading
 import time
-from typing import Callable
 
-from helpers import DEADLINE
+from helpers import DEADLINE, run_threads
 
 import ctipc
 
 THREADS = 8
-
-
-def run_threads(target: Callable[[int], None], n: int = THREADS) -> None:
-    """Run ``target(i)`` in ``n`` threads started together; re-raise the first error."""
-    errors: list[BaseException] = []
-    barrier = threading.Barrier(n)
-
-    def body(i: int) -> None:
-        try:
-            barrier.wait(DEADLINE)
-            target(i)
-        except BaseException as e:
-            errors.append(e)
-
-    threads = [threading.Thread(target=body, args=(i,)) for i in range(n)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(60)
-    assert not any(t.is_alive() for t in threads), "a thread hung"
-    if errors:
-        raise errors[0]
 
 
 def test_lock_is_a_mutex_between_threads(name: str) -> None:
