@@ -12,15 +12,14 @@ from __future__ import annotations
 import errno
 import json
 import os
-import random
 import shlex
 import shutil
-import struct
 import subprocess
 import sys
 from typing import Any, Callable
 
 import pytest
+from _fuzzcases import LETTER, Tally, run_batch
 from helpers import (
     DEADLINE,
     DEV_SHM,
@@ -28,16 +27,14 @@ from helpers import (
     HAVE_PROC_FD,
     PACKAGE_ROOT,
     Child,
-    ChildFailed,
     child_env,
     entries_of,
-    header_path,
     semaphore_path,
     shm_entries,
 )
 
 import ctipc
-from ctipc import _names, _segment, mq
+from ctipc import _names
 
 pytestmark = pytest.mark.skipif(
     not (HAVE_DEV_SHM and HAVE_PROC_FD and sys.platform.startswith("linux")),
@@ -49,330 +46,28 @@ IS_ROOT = hasattr(os, "geteuid") and os.geteuid() == 0
 # -- 1. seeded fuzz of headers and rings --------------------------------------------
 
 SEED = 1234
-CASES_PER_KIND = 500
+CASES = 2000
 BATCH = 200
-#: a single case may legitimately wait out a corrupt mutex (1 s patience per
-#: queue call) but never this long
-CASE_DEADLINE = 8.0
-
-HS = _segment.HEADER_SIZE
-# (name, offset, width) of every header field, from the struct itself
-_FIELD_NAMES = _segment.Header._fields
-_FIELD_FORMATS = ["8s", "I", "I", "I", "I", "Q", "Q", "Q", "I", "I", "I", "I", "Q"]
-FIELDS: list[tuple[str, int, int]] = []
-_off = 0
-for _n, _f in zip(_FIELD_NAMES, _FIELD_FORMATS):
-    _w = struct.calcsize("=" + _f)
-    FIELDS.append((_n, _off, _w))
-    _off += _w
-assert _off == _segment._HEADER.size
-STATE_OFFSET = dict((n, o) for n, o, _ in FIELDS)["state"]
-
-LETTER = {"s": ctipc.Semaphore, "l": ctipc.Lock, "m": ctipc.SharedMemory, "q": ctipc.MessageQueue}
-Q_CAPACITY = 4096
-Q_MAX = 512
-
-
-def _extremes(rng: random.Random, width: int, file_size: int) -> int:
-    bits = 8 * width
-    pool = [
-        0,
-        1,
-        2,
-        (1 << bits) - 1,
-        1 << (bits - 1),
-        (1 << 31) - 1,
-        file_size,
-        file_size + 1,
-        file_size - 1,
-        HS,
-        HS - 1,
-        _segment.NAME_CAPACITY,
-        _segment.NAME_CAPACITY + 1,
-        12288,
-        16384,
-        65536,
-        1 << 62,
-        (1 << 62) + 1,
-        rng.getrandbits(bits),
-        rng.randrange(0, 1 << 16),
-    ]
-    return rng.choice(pool) & ((1 << bits) - 1)
-
-
-def _fill(rng: random.Random, n: int) -> bytes:
-    style = rng.randrange(4)
-    if style == 0:
-        return bytes(n)
-    if style == 1:
-        return b"\xff" * n
-    return bytes(rng.getrandbits(8) for _ in range(n))
-
-
-def _put_at(buf: bytearray, offset: int, data: bytes) -> None:
-    end = min(len(buf), offset + len(data))
-    if offset < end:
-        buf[offset:end] = data[: end - offset]
-
-
-def _set_word(buf: bytearray, offset: int, width: int, value: int) -> None:
-    _put_at(buf, offset, value.to_bytes(width, sys.byteorder))
-
-
-def _mutate(rng: random.Random, letter: str, buf: bytearray, my_ns: int) -> list[str]:
-    """Corrupt the segment's bytes in ``buf``; return what was done."""
-    size = len(buf)
-    done = []
-    choices = ["field", "field", "fields", "bytes", "bytes", "slots", "name", "tag"]
-    if letter in "lq":
-        choices += ["area", "area", "mutex word"]
-    if letter == "q":
-        choices += ["control", "control", "control", "ring", "ring"]
-    if letter == "m":
-        choices += ["area"]
-    what = rng.choice(choices)
-    if what in ("field", "fields"):
-        for _ in range(1 if what == "field" else rng.randrange(2, 5)):
-            fname, off, width = rng.choice(FIELDS[1:])  # magic: "bytes" covers it
-            value = _extremes(rng, width, size)
-            _set_word(buf, off, width, value)
-            done.append(f"{fname}={value}")
-    elif what == "bytes":
-        limit = rng.choice([_segment.NAME_OFFSET, _segment.SLOT_OFFSET, HS])
-        off = rng.randrange(0, limit)
-        data = _fill(rng, rng.randrange(1, 65))
-        _put_at(buf, off, data)
-        done.append(f"bytes@{off}={data.hex()}")
-    elif what == "slots":
-        count = rng.choice([1, 3, 16, _segment.SLOT_COUNT])
-        for _ in range(count):
-            i = rng.randrange(_segment.SLOT_COUNT)
-            pid = rng.choice([1, os.getpid(), rng.getrandbits(32), rng.randrange(2, 1 << 22)])
-            slot = (
-                pid,
-                rng.choice([0, 1, 0xFFFFFFFF, rng.getrandbits(32)]),
-                rng.choice([0, rng.getrandbits(64)]),
-                rng.choice([my_ns, 0, rng.getrandbits(64)]),
-                rng.choice([0, rng.getrandbits(64)]),
-            )
-            _put_at(buf, _segment.SLOT_OFFSET + i * _segment._SLOT.size, _segment._SLOT.pack(*slot))
-        done.append(f"{count} slots")
-    elif what == "name":
-        name_len = rng.choice([0, _segment.NAME_CAPACITY, _segment.NAME_CAPACITY + 1,
-                               0xFFFFFFFF, rng.getrandbits(32), rng.randrange(1, 300)])  # fmt: skip
-        _set_word(buf, dict((n, o) for n, o, _ in FIELDS)["name_len"], 4, name_len)
-        data = _fill(rng, rng.randrange(1, 64))
-        _put_at(buf, _segment.NAME_OFFSET + rng.randrange(0, 64), data)
-        done.append(f"name_len={name_len} name bytes {data.hex()}")
-    elif what == "tag":
-        data = _fill(rng, rng.randrange(1, _segment.TAG_CAPACITY + 1))
-        _put_at(buf, _segment.TAG_OFFSET, data)
-        done.append(f"tag={data.hex()}")
-    elif what == "area":
-        if letter == "q":
-            base = rng.choice([mq.PUT_MUTEX, mq.GET_MUTEX])
-            n = 48
-        elif letter == "l":
-            base, n = HS, 48
-        else:
-            base, n = HS, 256
-        off = base + rng.randrange(0, n)
-        data = _fill(rng, rng.randrange(1, n + 1))
-        _put_at(buf, off, data)
-        done.append(f"area@{off}={data.hex()}")
-    elif what == "mutex word":
-        # one aligned word of a pthread mutex (lock, count, owner, users, kind,
-        # ...), set to a flag a real mutex may carry or to garbage
-        base = HS if letter == "l" else rng.choice([mq.PUT_MUTEX, mq.GET_MUTEX])
-        off = base + 4 * rng.randrange(0, 10)
-        value = rng.choice([0, 1, 0x10, 0x20, 0x40, 0x80, 0x90, 0xD0, 0xFFFFFFFF,
-                            os.getpid(), rng.getrandbits(32)])  # fmt: skip
-        _set_word(buf, off, 4, value)
-        done.append(f"mutex word@{off}={value:#x}")
-    elif what == "control":
-        words = [mq.TAIL, mq.PUTS, mq.CONSUMERS_WAITING, mq.HEAD, mq.GETS, mq.PRODUCERS_WAITING]
-        for _ in range(rng.randrange(1, 4)):
-            w = rng.choice(words)
-            value = rng.choice([0, 1, 7, 8, Q_CAPACITY, Q_CAPACITY + 8, 2**62, 2**62 + 8,
-                                2**63, 2**64 - 1, 2**64 - 8, rng.getrandbits(64),
-                                rng.randrange(0, 3 * Q_CAPACITY)])  # fmt: skip
-            _set_word(buf, mq.CONTROL + 8 * w, 8, value)
-            done.append(f"control[{w}]={value}")
-    elif what == "ring":
-        ring_len = size - mq.RING
-        if rng.random() < 0.6:
-            # a record length: at a record boundary, with an extreme length
-            off = mq.RING + 8 * rng.randrange(0, ring_len // 8)
-            n = rng.choice([0, 1, Q_MAX, Q_MAX + 1, mq.WRAP, mq.WRAP - 1, Q_CAPACITY,
-                            rng.getrandbits(32)])  # fmt: skip
-            _set_word(buf, off, 4, n)
-            done.append(f"record@{off - mq.RING}={n}")
-        else:
-            off = mq.RING + rng.randrange(0, ring_len)
-            data = _fill(rng, rng.randrange(1, 65))
-            _put_at(buf, off, data)
-            done.append(f"ring@{off - mq.RING}={data.hex()}")
-    # A header left "being created" (0) or "removed" (2) only makes an open
-    # wait (1 s, or the 10 s open timeout): not what this fuzz is after.
-    state = int.from_bytes(buf[STATE_OFFSET : STATE_OFFSET + 4], sys.byteorder)
-    if state in (_segment.STATE_INIT, _segment.STATE_REMOVED):
-        _set_word(buf, STATE_OFFSET, 4, _segment.STATE_READY)
-    return done
-
-
-def _make(rng: random.Random, letter: str, name: str) -> None:
-    """Create a persistent object called ``name`` with some content, closed."""
-    if letter == "s":
-        ctipc.Semaphore(name, initial=rng.randrange(0, 3), persistent=True).close()
-    elif letter == "l":
-        ctipc.Lock(name, persistent=True).close()
-    elif letter == "m":
-        size = rng.choice([1, 64, 4096, 5000])
-        ctipc.SharedMemory(name, size, persistent=True).close()
-    else:
-        with ctipc.MessageQueue(name, capacity=Q_CAPACITY, max_message=Q_MAX, persistent=True) as q:
-            # move the positions so that records wrap around the ring
-            for _ in range(rng.randrange(0, 12)):
-                q.put_nowait(b"x" * rng.randrange(0, Q_MAX))
-                if len(q) > 3:
-                    q.get_nowait()
-
-
-_FUZZ_CHILD = """\
-import json
-cases = json.loads(sys.argv[1])
-ACCEPTED = (ctipc.CorruptedError, ctipc.IncompatibleError, FileNotFoundError,
-            ValueError, ctipc.Empty, ctipc.Full, TimeoutError)
-
-def use(letter, name):
-    if letter == "s":
-        obj = ctipc.Semaphore(name, create=False)
-        try:
-            if obj.acquire(timeout=0.05):
-                obj.release()
-            obj.value
-        finally:
-            obj.close()
-    elif letter == "l":
-        obj = ctipc.Lock(name, create=False)
-        try:
-            if obj.acquire(timeout=0.05):
-                obj.release()
-        finally:
-            obj.close()
-    elif letter == "m":
-        obj = ctipc.SharedMemory(name, create=False)
-        try:
-            obj.read(0, min(16, obj.size))
-            obj.write(b"x", obj.size - 1)
-            obj.read_str(0)
-        finally:
-            obj.close()
-    else:
-        obj = ctipc.MessageQueue(name, create=False)
-        try:
-            len(obj)
-            outcomes = []
-            for op in (obj.get_nowait, lambda: obj.put_nowait(b"hello"), obj.get_nowait):
-                try:
-                    op()
-                    outcomes.append("ok")
-                except ACCEPTED as e:
-                    outcomes.append(type(e).__name__)
-            return "/".join(outcomes)
-        finally:
-            obj.close()
-    return "OK"
-
-for i, (letter, name) in enumerate(cases):
-    try:
-        result = use(letter, name)
-    except ACCEPTED as e:
-        result = type(e).__name__
-    except BaseException as e:
-        result = "UNEXPECTED " + repr(e)
-    out(i, result)
-out("done")
-"""
-
-
-def _cleanup(letter: str, name: str) -> None:
-    _segment.unlink_by_name(_segment.KINDS[letter], name)
-    # what a corrupt header kept unlink_by_name from removing
-    for entry in entries_of(name):
-        try:
-            os.unlink(os.path.join(DEV_SHM, entry))
-        except FileNotFoundError:
-            pass
-
-
-def _run_fuzz_child(
-    batch: list[tuple[str, str, str]], pos: int, outcomes: dict[str, int], failures: list[str]
-) -> int:
-    """Run ``batch[pos:]`` in one child; return where the next child starts."""
-    with Child(_FUZZ_CHILD, json.dumps([(c[0], c[1]) for c in batch[pos:]])) as child:
-        for i in range(pos, len(batch)):
-            desc = batch[i][2]
-            try:
-                line = child.readline(CASE_DEADLINE)
-            except ChildFailed:
-                rc = child.proc.poll()
-                if rc is None:
-                    failures.append(f"{desc} -> hung (no answer within {CASE_DEADLINE} s)")
-                else:
-                    tail = child.stderr.strip().splitlines()[-1:] or [""]
-                    failures.append(f"{desc} -> child died, exit code {rc}: {tail[0]}")
-                outcomes["crash/hang"] = outcomes.get("crash/hang", 0) + 1
-                return i + 1
-            index, _, result = line.partition(" ")
-            assert index == str(i - pos), line
-            if result.startswith("UNEXPECTED"):
-                failures.append(f"{desc} -> {result}")
-            key = result.split(" ")[0]
-            outcomes[key] = outcomes.get(key, 0) + 1
-        child.expect("done")
-        child.finish()
-    return len(batch)
 
 
 def test_fuzzed_headers_and_rings_never_crash_or_hang(new_name: Callable[..., str]) -> None:
-    rng = random.Random(SEED)
-    my_ns = _segment._self()[2]
-    cases: list[tuple[str, str, str]] = []  # (letter, name, description)
-    for letter in "slmq":
-        for i in range(CASES_PER_KIND):
-            cases.append((letter, f"{letter}{i}", ""))
-    rng.shuffle(cases)
-    outcomes: dict[str, int] = {}
-    failures: list[str] = []
-    for start in range(0, len(cases), BATCH):
-        batch = []
-        try:
-            for letter, label, _ in cases[start : start + BATCH]:
-                name = new_name()
-                _make(rng, letter, name)
-                path = header_path(LETTER[letter], name)
-                with open(path, "r+b") as f:
-                    buf = bytearray(f.read())
-                    done = _mutate(rng, letter, buf, my_ns)
-                    f.seek(0)
-                    f.write(buf)
-                batch.append((letter, name, f"{LETTER[letter].__name__} case {label}: {done}"))
-            pos = 0
-            while pos < len(batch):
-                # a crash is recorded and the rest of the batch runs in a new child
-                pos = _run_fuzz_child(batch, pos, outcomes, failures)
-        finally:
-            for letter, name, _ in batch:
-                _cleanup(letter, name)
+    """Every case ends in correct behaviour or one of ctipc's errors, with no
+    crash and no hang (the cases: ``_fuzzcases``; many more:
+    ``benchmarks/fuzz.py``)."""
+    tally = Tally()
+    for start in range(0, CASES, BATCH):
+        indices = range(start, min(start + BATCH, CASES))
+        run_batch(SEED, indices, [new_name() for _ in indices], tally)
     # crashes and hangs first: they are the worst
-    failures.sort(key=lambda f: "died" not in f and "hung" not in f)
+    failures = sorted(tally.failures, key=lambda f: "died" not in f and "hung" not in f)
     assert not failures, (
-        f"seed {SEED}: {len(failures)} of {len(cases)} cases went wrong "
-        f"(outcomes: {outcomes}):\n" + "\n".join(failures[:25])
+        f"{len(failures)} of {CASES} cases went wrong (outcomes: {tally.classes}):\n"
+        + "\n".join(failures[:25])
     )
     # the fuzz reaches both the checks and the working paths
-    assert outcomes.get("CorruptedError", 0) > 0 and outcomes.get("OK", 0) > 0, outcomes
+    assert tally.outcomes.get("CorruptedError", 0) > 0 and tally.outcomes.get("OK", 0) > 0, (
+        tally.outcomes
+    )
 
 
 # -- 2. /dev/shm full -----------------------------------------------------------------
