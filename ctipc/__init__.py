@@ -11,7 +11,7 @@ from __future__ import annotations
 from ._backend import os_backend as _os
 from ._errors import CorruptedError, CtipcError, Empty, Full, IncompatibleError
 from .listener import Listener
-from .mq import MessageQueue
+from .mq import MessageQueue, Received, Reservation
 from .semaphore import Lock, Semaphore
 from .shm import SharedMemory
 
@@ -40,6 +40,8 @@ __all__ = [
     "Listener",
     "Lock",
     "MessageQueue",
+    "Received",
+    "Reservation",
     "Semaphore",
     "SharedMemory",
     "__version__",

@@ -13,3 +13,8 @@ MUTEX_OWNER_DIED: Final = 2
 # (Ctrl-C) -- PEP 475 does not cover ctypes calls, and on Windows ctypes has no
 # supported way to wait on CPython's SIGINT event.
 WAIT_SLICE: Final = 0.05
+
+# How long a blocking call polls before it sleeps in the kernel: a partner
+# that answers within microseconds is then seen without a sleep and a
+# wake-up (tens of microseconds each), and an idle waiter still sleeps.
+SPIN: Final = 50e-6

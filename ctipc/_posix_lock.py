@@ -191,6 +191,14 @@ def _static_words() -> tuple[tuple[int, int], ...]:
 
 
 _STATIC_WORDS = _static_words() if ROBUST_MUTEX else ()
+# The first static word (the kind; on glibc the only one) is checked
+# without a loop, since this check runs twice per queue operation.
+_KIND_INDEX, _KIND_VALUE = _STATIC_WORDS[0] if _STATIC_WORDS else (0, 0)
+_MORE_WORDS = _STATIC_WORDS[1:]
+
+
+def _changed(words: Any) -> bool:
+    return any(words[i] != v for i, v in _MORE_WORDS)
 
 
 def mutex_create(seg: Any, mm: mmap.mmap, offset: int) -> Mutex:
@@ -219,9 +227,8 @@ def _check_static(m: _RobustMutex) -> None:
     if not m.addr:  # closed (unmapped): never touch the old address
         raise OSError(errno.EBADF, "the mutex is closed")
     words = m.words
-    for index, value in _STATIC_WORDS:
-        if words[index] != value:
-            raise OSError(errno.EINVAL, "the mutex's bytes are corrupt")
+    if _STATIC_WORDS and (words[_KIND_INDEX] != _KIND_VALUE or (_MORE_WORDS and _changed(words))):
+        raise OSError(errno.EINVAL, "the mutex's bytes are corrupt")
 
 
 def mutex_acquire(m: Mutex, timeout: float) -> int:

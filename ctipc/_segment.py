@@ -476,7 +476,10 @@ class Core:
         self.views.clear()
         if self.mm is not None:
             mm, self.mm = self.mm, None
-            mm.close()
+            try:
+                mm.close()
+            except BufferError:
+                pass  # the caller kept a view of a received message: unmapped with it
         if self.seg is not None:
             seg, self.seg = self.seg, None
             _os.segment_close(seg)

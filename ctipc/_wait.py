@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 from typing import Callable
 
-from ._consts import WAIT_SLICE
+from ._consts import SPIN, WAIT_SLICE
 from ._names import validate_name
 
 
@@ -40,6 +40,13 @@ def wait(
         return True
     if not blocking:
         return False
+    # Poll for a few microseconds first: a partner that answers that fast is
+    # seen without a sleep and a wake-up through the kernel (tens of
+    # microseconds); an idle waiter still sleeps.
+    spin_end = time.perf_counter() + min(SPIN, timeout if timeout is not None else SPIN)
+    while time.perf_counter() < spin_end:
+        if attempt(0.0):
+            return True
     deadline = None if timeout is None else time.monotonic() + timeout
     while True:
         if deadline is None:

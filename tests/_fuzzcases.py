@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from helpers import DEV_SHM, Child, ChildFailed, entries_of, header_path
 
 import ctipc
-from ctipc import _segment, mq
+from ctipc import _ring, _segment
 
 #: a single case may legitimately wait out a corrupt mutex (1 s patience per
 #: queue call) but never this long
@@ -145,7 +145,7 @@ def _mutate(rng: random.Random, letter: str, buf: bytearray, my_ns: int) -> list
         done.append(f"tag={data.hex()}")
     elif what == "area":
         if letter == "q":
-            base = rng.choice([mq.PUT_MUTEX, mq.GET_MUTEX])
+            base = rng.choice([_ring.PUT_MUTEX, _ring.GET_MUTEX])
             n = 48
         elif letter == "l":
             base, n = HS, 48
@@ -158,35 +158,43 @@ def _mutate(rng: random.Random, letter: str, buf: bytearray, my_ns: int) -> list
     elif what == "mutex word":
         # one aligned word of a pthread mutex (lock, count, owner, users, kind,
         # ...), set to a flag a real mutex may carry or to garbage
-        base = HS if letter == "l" else rng.choice([mq.PUT_MUTEX, mq.GET_MUTEX])
+        base = HS if letter == "l" else rng.choice([_ring.PUT_MUTEX, _ring.GET_MUTEX])
         off = base + 4 * rng.randrange(0, 10)
         value = rng.choice([0, 1, 0x10, 0x20, 0x40, 0x80, 0x90, 0xD0, 0xFFFFFFFF,
                             os.getpid(), rng.getrandbits(32)])  # fmt: skip
         _set_word(buf, off, 4, value)
         done.append(f"mutex word@{off}={value:#x}")
     elif what == "control":
-        words = [mq.TAIL, mq.PUTS, mq.CONSUMERS_WAITING, mq.HEAD, mq.GETS, mq.PRODUCERS_WAITING]
+        words = [
+            _ring.TAIL,
+            _ring.PUTS,
+            _ring.CONSUMERS_WAITING,
+            _ring.HEAD,
+            _ring.GETS,
+            _ring.PRODUCERS_WAITING,
+            _ring.RECEIVING,
+        ]
         for _ in range(rng.randrange(1, 4)):
             w = rng.choice(words)
             value = rng.choice([0, 1, 7, 8, Q_CAPACITY, Q_CAPACITY + 8, 2**62, 2**62 + 8,
                                 2**63, 2**64 - 1, 2**64 - 8, rng.getrandbits(64),
                                 rng.randrange(0, 3 * Q_CAPACITY)])  # fmt: skip
-            _set_word(buf, mq.CONTROL + 8 * w, 8, value)
+            _set_word(buf, _ring.CONTROL + 8 * w, 8, value)
             done.append(f"control[{w}]={value}")
     elif what == "ring":
-        ring_len = size - mq.RING
+        ring_len = size - _ring.RING
         if rng.random() < 0.6:
             # a record length: at a record boundary, with an extreme length
-            off = mq.RING + 8 * rng.randrange(0, ring_len // 8)
-            n = rng.choice([0, 1, Q_MAX, Q_MAX + 1, mq.WRAP, mq.WRAP - 1, Q_CAPACITY,
+            off = _ring.RING + 8 * rng.randrange(0, ring_len // 8)
+            n = rng.choice([0, 1, Q_MAX, Q_MAX + 1, _ring.WRAP, _ring.WRAP - 1, Q_CAPACITY,
                             rng.getrandbits(32)])  # fmt: skip
             _set_word(buf, off, 4, n)
-            done.append(f"record@{off - mq.RING}={n}")
+            done.append(f"record@{off - _ring.RING}={n}")
         else:
-            off = mq.RING + rng.randrange(0, ring_len)
+            off = _ring.RING + rng.randrange(0, ring_len)
             data = _fill(rng, rng.randrange(1, 65))
             _put_at(buf, off, data)
-            done.append(f"ring@{off - mq.RING}={data.hex()}")
+            done.append(f"ring@{off - _ring.RING}={data.hex()}")
     # A header left "being created" (0) or "removed" (2) only makes an open
     # wait (1 s, or the 10 s open timeout): not what this fuzz is after.
     state = int.from_bytes(buf[STATE_OFFSET : STATE_OFFSET + 4], sys.byteorder)
@@ -248,7 +256,16 @@ def use(letter, name):
         try:
             len(obj)
             outcomes = []
-            for op in (obj.get_nowait, lambda: obj.put_nowait(b"hello"), obj.get_nowait):
+            def receive():
+                with obj.receive(block=False) as m:
+                    bytes(m.data)
+
+            def reserve():
+                with obj.reserve(3, block=False) as r:
+                    r.data[:] = b"abc"
+
+            for op in (obj.get_nowait, lambda: obj.put_nowait(b"hello"), obj.get_nowait,
+                       receive, reserve, receive):
                 try:
                     op()
                     outcomes.append("ok")

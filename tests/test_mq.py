@@ -43,7 +43,7 @@ from helpers import (
 
 import ctipc
 from ctipc import _names
-from ctipc.mq import CONTROL, RING
+from ctipc._ring import CONTROL, RING
 
 # The queue's control page and records, as docs/FORMAT.md documents them
 # (section 7): byte offsets of the u64 fields in the segment, and the u32

@@ -1,0 +1,192 @@
+"""The message queue's shared layout and the helpers that read it.
+
+One shared-memory segment holds two crash-safe mutexes (*put* guards
+``tail``, *get* guards ``head``), a page of control words and a byte ring of
+variable-length records.  ``MessageQueue`` (mq.py) drives it; this module
+knows the layout (docs/FORMAT.md), the kind's create/attach/remove steps, and
+the argument checks and deadlines its calls share.
+"""
+
+from __future__ import annotations
+
+import mmap
+import struct
+import time
+from typing import Any
+
+from . import _names
+from ._backend import os_backend as _os
+from ._errors import CorruptedError
+from ._segment import HEADER_SIZE, Core, Kind, register_kind
+
+DEFAULT_CAPACITY = 1 << 20
+DEFAULT_MAX_MESSAGE = 64 << 10
+
+PAGE = max(4096, mmap.PAGESIZE)  # each mutex is mapped a page at a time
+PUT_MUTEX = HEADER_SIZE  # offsets in the segment
+GET_MUTEX = HEADER_SIZE + PAGE
+CONTROL = HEADER_SIZE + 2 * PAGE
+RING = HEADER_SIZE + 3 * PAGE
+# Control page: native unsigned 64-bit words, by index.  Each is written by
+# one item assignment through a memoryview cast to "Q": a single aligned
+# 8-byte store, which a reader never sees half-done (struct.pack_into would
+# zero the bytes first, then fill them in).
+TAIL, PUTS, CONSUMERS_WAITING = 0, 1, 2  # under the put mutex
+HEAD, GETS, PRODUCERS_WAITING = 8, 9, 10  # under the get mutex (another cache line)
+# Under the get mutex: 1 while a ``receive`` holds the oldest message, so a
+# receive after one that did not finish (an exception, or its process died)
+# reports the message as redelivered.
+RECEIVING = 11
+CONTROL_WORDS = 16
+RECORD = struct.Struct("=II")  # payload length, reserved (0)
+WRAP = 0xFFFFFFFF  # a record length meaning "continue at the start of the ring"
+U64_MASK = (1 << 64) - 1  # counters wrap; positions never get near (see below)
+# Positions count bytes ever written: 2**62 is 146 years at 1 TB/s.  A larger
+# one is corrupt, and refusing it keeps every sum below 2**64.
+POSITION_MAX = 1 << 62
+
+
+def record_size(n: int) -> int:
+    return RECORD.size + ((n + 7) & ~7)
+
+
+class QueueKind(Kind):
+    letter = "q"
+    label = "MessageQueue"
+
+    def area_size(self, params: tuple[int, int]) -> int:
+        return 3 * PAGE + (params[0] & ~7)
+
+    def check_create(self, params: tuple[int, int]) -> None:
+        check_sizes(*params)
+
+    def tag(self) -> bytes:
+        return _os.MUTEX_ABI.encode("ascii")  # the queue's two mutexes
+
+    def count(self, seg: Any) -> int | None:
+        mm = _os.segment_map(seg, 0, CONTROL + PAGE)
+        try:
+            words = memoryview(mm)[CONTROL : CONTROL + 8 * CONTROL_WORDS].cast("Q")
+            try:
+                return queued(words[PUTS], words[GETS])
+            finally:
+                words.release()
+        finally:
+            mm.close()
+
+    def on_create(self, core: Core) -> None:
+        assert core.mm is not None
+        r = core.resources
+        r["put"] = _os.mutex_create(core.seg, core.mm, PUT_MUTEX)
+        r["get"] = _os.mutex_create(core.seg, core.mm, GET_MUTEX)
+        for key, role in (("data", "r"), ("room", "w")):
+            r[key] = _os.semaphore_open(_names.sibling(core.os_name, role), True, 0, core.mode)
+
+    def on_attach(self, core: Core) -> None:
+        assert core.mm is not None
+        r = core.resources
+        r["put"] = _os.mutex_open(core.seg, core.mm, PUT_MUTEX)
+        r["get"] = _os.mutex_open(core.seg, core.mm, GET_MUTEX)
+        for key, role in (("data", "r"), ("room", "w")):
+            try:
+                r[key] = _os.semaphore_open(_names.sibling(core.os_name, role), False, 0, 0)
+            except FileNotFoundError:
+                raise CorruptedError(f"a semaphore of queue {core.name!r} is missing") from None
+
+    def release(self, resources: dict[str, Any]) -> None:
+        for key in ("put", "get"):
+            if key in resources:
+                _os.mutex_close(resources.pop(key))
+        for key in ("data", "room"):
+            if key in resources:
+                _os.semaphore_close(resources.pop(key))
+
+    def remove_extras(self, seg_os_name: str) -> None:
+        _os.semaphore_unlink(_names.sibling(seg_os_name, "r"))
+        _os.semaphore_unlink(_names.sibling(seg_os_name, "w"))
+        _os.mutex_unlink(seg_os_name, PUT_MUTEX)
+        _os.mutex_unlink(seg_os_name, GET_MUTEX)
+
+
+register_kind(QueueKind())
+
+
+def queued(puts: int, gets: int) -> int:
+    # Both counters wrap at 2**64; a "negative" difference is a snapshot
+    # taken between a get and its put, or corrupt counters: 0.
+    count = (puts - gets) & U64_MASK
+    return count if count <= POSITION_MAX else 0
+
+
+def wake(sem: int, n: int) -> None:
+    """Post up to ``n`` wake-ups, fewer where the semaphore already holds
+    some: a sleeper killed while registered leaves the count of sleepers too
+    high, and its posts must not pile up.  A wake-up is a hint (sleepers also
+    wake every WAIT_SLICE), so a post the OS refuses (the value's limit) is
+    dropped rather than failing a put or get whose message already moved."""
+    pending = _os.semaphore_value(sem)
+    if pending is not None:
+        n -= pending
+    if n > 0:
+        try:
+            _os.semaphore_post(sem, n)
+        except OSError:
+            pass
+
+
+def check_sizes(capacity: int, max_message: int) -> None:
+    if max_message >= WRAP:
+        raise ValueError("max_message must be below 4 GiB")
+    if record_size(max_message) > (capacity & ~7) // 2:
+        raise ValueError(
+            f"max_message={max_message} does not fit twice in capacity={capacity}: "
+            f"capacity must be at least {2 * record_size(max_message)}"
+        )
+
+
+def as_bytes_view(message: object) -> memoryview:
+    if isinstance(message, str):
+        raise TypeError("a message is bytes-like, not str (encode it first)")
+    try:
+        view = memoryview(message)  # type: ignore[arg-type]
+    except TypeError:
+        raise TypeError(f"a message is bytes-like, not {type(message).__name__}") from None
+    if view.format == "B" and view.ndim == 1 and view.c_contiguous:
+        return view
+    # Other formats and shapes are sent as their bytes (strided ones copied).
+    return view.cast("B") if view.c_contiguous else memoryview(view.tobytes())
+
+
+# How long a call that does not wait for messages or room (put_nowait,
+# get_nowait) still waits for the other processes' critical sections, which
+# last microseconds unless a holder is stopped (a dead one is taken over).
+MUTEX_PATIENCE = 1.0
+
+
+def patience_deadline() -> float:
+    return time.monotonic() + MUTEX_PATIENCE
+
+
+def deadlines(block: bool, timeout: float | None) -> tuple[float | None, float | None]:
+    """(deadline for a message or room, deadline for a mutex), monotonic: a
+    short or no timeout still waits out another process's critical section."""
+    if block and timeout is None:
+        return None, None  # the common case, without reading the clock
+    seconds = queue_timeout(block, timeout)
+    now = time.monotonic()
+    if not block:
+        return now, now + MUTEX_PATIENCE
+    if seconds is None:
+        return None, None
+    return now + seconds, now + max(seconds, MUTEX_PATIENCE)
+
+
+def queue_timeout(block: bool, timeout: float | None) -> float | None:
+    """Like queue.Queue: timeout only matters when blocking; None waits forever."""
+    if not block or timeout is None:
+        return None
+    if isinstance(timeout, bool) or not isinstance(timeout, (int, float)):
+        raise TypeError(f"timeout must be a number or None, not {type(timeout).__name__}")
+    if timeout < 0 or timeout != timeout:
+        raise ValueError("'timeout' must be a non-negative number")
+    return float(timeout)
