@@ -25,7 +25,9 @@ tables the participants kept (tests/_crashkit.py explains them):
   those, the ones that found the two copies apart.
 
 Consumers use ``with q.receive() as m:`` (at least once: a message whose
-consumer died inside the block comes again, flagged ``m.redelivered``).
+consumer died inside the block comes again, flagged ``m.redelivered``);
+``--slow`` of them (default 1) handle each message for 0.2-1 ms inside the
+block, so that kills land inside it too.
 With ``--plain-get`` they use get() and get_many() (at most once): what a
 killed consumer had taken is counted as "taken by killed consumers", at
 most one message per kill of a get() consumer and one batch per kill of a
@@ -48,10 +50,9 @@ from typing import Any
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(os.path.dirname(HERE), "tests"))
 try:
-    import ctipc
+    import ctipc  # noqa: F401
 except ImportError:  # a checkout without the package installed
     sys.path.insert(0, os.path.dirname(HERE))
-    import ctipc
 
 from _crashkit import PRODUCER_MODES  # noqa: E402
 from _crashrig import Key, Rig  # noqa: E402
@@ -95,9 +96,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     if args.plain_get:
         consumers = ["get" if i % 2 == 0 else "get_many" for i in range(args.consumers)]
     else:
-        if not hasattr(ctipc.MessageQueue, "receive"):
-            raise SystemExit("this ctipc has no MessageQueue.receive: use --plain-get")
-        consumers = ["receive"] * args.consumers
+        consumers = ["receive_slow" if i < args.slow else "receive" for i in range(args.consumers)]
     producers = [PRODUCER_MODES[i % len(PRODUCER_MODES)] for i in range(args.producers)]
     cap = args.max_seq or max(50_000, int(args.seconds * 100_000 / max(1, args.producers)))
     base = args.name or f"soak{os.getpid()}"
@@ -181,6 +180,8 @@ def report(f: dict[str, Any]) -> str:
         f"Lock: {f['lock increments']} increments, {f['lock recoveries']} recoveries "
         f"(owner_died), {f['lock torn and repaired']} torn and repaired, "
         f"{f['lock torn unnoticed']} torn unnoticed, {f['lock timeouts']} timeouts",
+        f"left in the queue: waiters still registered (consumers, producers) "
+        f"{f['waiters left registered']}, len() of the empty queue {f['len when empty']}",
         f"failures: {'; '.join(f['failures']) or 'none'}",
         *(
             [f"note: {f['producers finished']} producer(s) put --max-seq messages and stopped"]
@@ -213,6 +214,12 @@ def main(argv: list[str] | None = None) -> int:
         type=float,
         default=0.05,
         help="share of kills aimed at participants still starting up",
+    )
+    parser.add_argument(
+        "--slow",
+        type=int,
+        default=1,
+        help="consumers that handle each message for 0.2-1 ms inside receive()",
     )
     parser.add_argument("--plain-get", action="store_true", help="get()/get_many(), no receive")
     parser.add_argument("--capacity", type=int, default=64 << 10, help="queue ring bytes")

@@ -52,6 +52,7 @@ from _crashkit import (
 from helpers import CHILD_PIDS, child_env
 
 import ctipc
+from ctipc._ring import CONSUMERS_WAITING, PRODUCERS_WAITING
 
 KIT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "_crashkit.py")
 ROLES = ("producer", "consumer", "locker")
@@ -169,7 +170,7 @@ class Rig:
             claimed, committed = self.w[base + P_CLAIMED], self.w[base + P_COMMITTED]
             if claimed > committed:
                 self.uncertain[index].append((committed + 1, claimed))
-        elif role == "consumer" and self.modes[key] != "receive":
+        elif role == "consumer" and not self.modes[key].startswith("receive"):
             # at most once: what get or get_many returned dies with the process
             self.taken_bound += GET_MANY_MAX if self.modes[key] == "get_many" else 1
 
@@ -266,10 +267,10 @@ class Rig:
         assert self.q is not None and self.t is not None
         recorder = Recorder(self.t, self.layout.consumers)
         try:
-            if "receive" in self.modes.values():
+            if any(m.startswith("receive") for m in self.modes.values()):
                 while True:
                     try:
-                        with self.q.receive(timeout=0.05) as m:  # type: ignore[attr-defined]
+                        with self.q.receive(block=False) as m:
                             recorder.record(m.data, m.redelivered)
                     except ctipc.Empty:
                         break
@@ -332,6 +333,12 @@ class Rig:
         f["lock torn and repaired"] = w[H_TORN_REPAIRED]
         f["lock torn unnoticed"] = w[H_TORN] + (w[H_COPY_A] != w[H_COPY_B])
         f["producers finished"] = sum(self.finished(i) for i in range(lay.producers))
+        # what the kills left in the queue's control words (docs/crash.md):
+        # registrations of killed waiters, and len()'s drift, once it is empty
+        assert self.q is not None
+        words = self.q._w
+        f["waiters left registered"] = [words[CONSUMERS_WAITING], words[PRODUCERS_WAITING]]
+        f["len when empty"] = len(self.q)
         f["kills"] = dict(self.kills)
         f["kills during start-up"] = dict(self.startup_kills)
         f["failures"] = list(self.failures)
