@@ -21,7 +21,6 @@ from typing import Any, Callable
 from ._backend import MUTEX_TIMEOUT, WAIT_SLICE
 from ._backend import os_backend as _os
 from ._base import Closable, mutex_error
-from ._consts import SPIN
 from ._errors import CorruptedError, Empty, IncompatibleError
 from ._ring import (
     CONSUMERS_WAITING,
@@ -51,7 +50,7 @@ from ._ring import (
     wake,
 )
 from ._segment import Core, Header
-from ._wait import check_open_args, check_size
+from ._wait import Spinner, check_open_args, check_size
 
 __all__ = ["QueueCore"]
 
@@ -118,6 +117,7 @@ class QueueCore(Closable):
         # grow, so a stale view is a conservative one.
         self._tail_seen = 0
         self._head_seen = 0
+        self._spinner = Spinner()
         self._closing = False
         self._start(core)
 
@@ -204,19 +204,11 @@ class QueueCore(Closable):
         return True
 
     def _spin(self, index: int, seen: int) -> bool:
-        """Poll control word ``index`` for up to SPIN seconds; True once it
-        is no longer ``seen``.  Read without its mutex, so only a hint that
-        the caller confirms under the mutex; but a message (or room) that
-        comes within microseconds is taken without a sleep and a wake-up
-        through the kernel, which cost tens of microseconds."""
+        """Poll control word ``index`` for a while (see _wait.Spinner); True
+        once it is no longer ``seen``.  Read without its mutex, so only a
+        hint that the caller confirms under the mutex."""
         words = self._w
-        if words[index] != seen:
-            return True
-        end = time.perf_counter() + SPIN
-        while time.perf_counter() < end:
-            if words[index] != seen:
-                return True
-        return False
+        return words[index] != seen or self._spinner.spin(lambda: words[index] != seen)
 
     def _check_txn(self) -> None:
         if self._txn_thread is not None and self._txn_thread == threading.get_ident():

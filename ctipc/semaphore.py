@@ -20,7 +20,7 @@ from ._segment import (
     Kind,
     register_kind,
 )
-from ._wait import check_open_args, check_timeout, wait
+from ._wait import Spinner, check_open_args, check_timeout, wait
 
 __all__ = ["Lock", "Semaphore"]
 
@@ -89,6 +89,7 @@ class Semaphore(Acquirable):
         core = Core(_SemaphoreKind(initial), name)
         core.open(create, bool(persistent), mode, (initial, None), _no_check)
         self._handle: int = core.resources["sem"]
+        self._spinner = Spinner()
         self._start(core)
 
     def acquire(self, blocking: bool = True, timeout: float | None = None) -> bool:
@@ -103,6 +104,7 @@ class Semaphore(Acquirable):
                 blocking,
                 seconds,
                 self._check_open,
+                self._spinner,
             )
         finally:
             self._leave()
@@ -201,6 +203,7 @@ class Lock(Acquirable):
         self._holder: tuple[int, int] | None = None  # (pid, thread) holding it
         #: True after an ``acquire`` that took the lock over from a dead holder
         self.owner_died = False
+        self._spinner = Spinner()
         self._start(core)
 
     def acquire(self, blocking: bool = True, timeout: float | None = None) -> bool:
@@ -215,7 +218,7 @@ class Lock(Acquirable):
 
         self._enter()
         try:
-            if not wait(attempt, blocking, seconds, self._check_open):
+            if not wait(attempt, blocking, seconds, self._check_open, self._spinner):
                 return False
         except OSError as e:
             raise mutex_error(e, self.name) from None

@@ -9,8 +9,11 @@ unique names (other ctipc users may have objects of their own).
 from __future__ import annotations
 
 import json
+import os
+import select
 import subprocess
 import sys
+import time
 from typing import Any, Callable, NamedTuple
 
 import pytest
@@ -261,6 +264,46 @@ def test_demo() -> None:
     if HAVE_DEV_SHM:  # its objects (named demo<pid>-...) are gone with it
         for part in ("state", "lock", "slots", "events"):
             assert entries_of(f"demo{proc.pid}-{part}") == []
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="no pseudo-terminals")
+def test_demo_shows_its_progress_on_a_terminal_only() -> None:
+    import pty
+
+    master, slave = pty.openpty()
+    proc = subprocess.Popen(
+        [sys.executable, "-W", "error", "-m", "ctipc", "demo", "--workers", "2",
+         "--rounds", "300", "--messages", "200000"],
+        stdin=subprocess.DEVNULL, stdout=slave, stderr=subprocess.PIPE, env=child_env(),
+    )  # fmt: skip
+    CHILD_PIDS.add(proc.pid)
+    os.close(slave)
+    chunks = []
+    deadline = time.monotonic() + 120
+    try:
+        while time.monotonic() < deadline:
+            if select.select([master], [], [], 1.0)[0]:
+                try:
+                    data = os.read(master, 4096)
+                except OSError:  # EIO: the demo closed the terminal (it ended)
+                    break
+                if not data:
+                    break
+                chunks.append(data)
+        assert proc.wait(timeout=DEADLINE) == 0, b"".join(chunks).decode(errors="replace")
+    finally:
+        os.close(master)
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        assert proc.stderr is not None
+        proc.stderr.close()
+    text = b"".join(chunks).decode()
+    assert "\r  " in text and " job reports, " in text, text
+    assert "OK" in text.splitlines()[-1]
+    # and on a pipe, no progress lines (test_demo's output)
+    piped = cli("demo", "--workers", "1", "--rounds", "20", "--messages", "1000", timeout=60)
+    assert "\r" not in piped.stdout and " job reports, " not in piped.stdout
 
 
 @pytest.mark.parametrize(
