@@ -118,6 +118,7 @@ class QueueCore(Closable):
         self._tail_seen = 0
         self._head_seen = 0
         self._spinner = Spinner()
+        self._lock_spinner = Spinner()
         self._closing = False
         self._start(core)
 
@@ -165,6 +166,16 @@ class QueueCore(Closable):
             raise mutex_error(e, self.name) from None
 
     def _lock_slices(self, mutex: Any, deadline: float | None) -> int:
+        # Critical sections last microseconds: polling briefly usually gets
+        # the mutex without sleeping in the kernel and being woken.
+        polled = [MUTEX_TIMEOUT]
+
+        def attempt() -> bool:
+            polled[0] = _os.mutex_acquire(mutex, 0.0)
+            return polled[0] != MUTEX_TIMEOUT
+
+        if self._lock_spinner.spin(attempt):
+            return polled[0]
         while True:
             if deadline is None:
                 slice_ = WAIT_SLICE
