@@ -313,10 +313,15 @@ class QueueCore(Closable):
         (put mutex held) or None, whether this call is still registered as a
         sleeping producer: only with a reservation, whose end unregisters,
         after the put mutex, since the lock order is get, then put)."""
+        sent = 0
+        if views and timeout is None and block is True and self._txn_thread is None:
+            # The common call finds room at once: no deadline to work out.
+            sent = self._append(views, None)
+            if sent == len(views):
+                return sent, None, False
         if self._txn_thread is not None:
             self._check_txn()
         deadline, patience = deadlines(block, timeout)
-        sent = 0
         count = len(views) or 1
         registered = retried = spun = False
         held: tuple[int, int, int] | None = None
@@ -475,6 +480,15 @@ class QueueCore(Closable):
                  timeout: float | None) -> Any:  # fmt: skip
         """Run ``step(limit, mutex deadline)`` (_take or _hold) until it
         returns something, waiting for messages in between."""
+        if (
+            timeout is None
+            and block is True
+            and self._txn_thread is None
+            and self._tail_seen > self._w[HEAD]  # a message as far as we know
+        ):
+            got = step(limit, None)  # the common call: no deadline to work out
+            if got:
+                return got
         if self._txn_thread is not None:
             self._check_txn()
         deadline, patience = deadlines(block, timeout)
