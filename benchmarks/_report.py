@@ -24,6 +24,7 @@ class Entry:
     note: str = ""
     results: list[dict | None] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
+    wrong_data: int = 0  # runs whose received messages were wrong
 
 
 @dataclass

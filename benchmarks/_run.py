@@ -36,12 +36,28 @@ def tag() -> str:
     return f"cb{os.getpid()}x{next(_tags)}"
 
 
-def _entry(report: Any, go: Any, index: int, fn: Callable[..., Any], args: tuple) -> None:
-    def ready() -> None:
-        report.put(("ready", index, None))
-        if not go.wait(START_TIMEOUT):
+class Ready:
+    """What a worker calls once set up, and (a producer) before it closes."""
+
+    def __init__(self, report: Any, go: Any, finish: Any, index: int) -> None:
+        self.report, self.go, self.finish, self.index = report, go, finish, index
+
+    def __call__(self) -> None:
+        self.report.put(("ready", self.index, None))
+        if not self.go.wait(START_TIMEOUT):
             raise RunFailed("no start signal")
 
+    def wait_finish(self, timeout: float) -> None:
+        """Wait until the first worker (the consumer) is done.  A producer
+        that closed its end earlier could lose messages still in flight
+        (pyzmq drops those a disconnected PUSH peer left in a full PULL
+        pipe); an application would wait for an acknowledgement too."""
+        self.finish.wait(timeout)
+
+
+def _entry(report: Any, go: Any, finish: Any, index: int, fn: Callable[..., Any],
+           args: tuple) -> None:  # fmt: skip
+    ready = Ready(report, go, finish, index)
     try:
         result = fn(ready, *args)
     except DataError as e:
@@ -55,11 +71,12 @@ def _entry(report: Any, go: Any, index: int, fn: Callable[..., Any], args: tuple
 
 def run(ctx: Any, jobs: list[tuple[Callable[..., Any], tuple]], timeout: float) -> list[Any]:
     """Run ``fn(ready, *args)`` for each job in its own process; return
-    their results in order.  ``timeout``: seconds from the start signal."""
+    their results in order.  ``ready`` is a :class:`Ready`.  ``timeout``:
+    seconds from the start signal."""
     report = ctx.Queue()
-    go = ctx.Event()
+    go, finish = ctx.Event(), ctx.Event()
     procs = [
-        ctx.Process(target=_entry, args=(report, go, i, fn, args), daemon=True)
+        ctx.Process(target=_entry, args=(report, go, finish, i, fn, args), daemon=True)
         for i, (fn, args) in enumerate(jobs)
     ]
     results: list[Any] = [None] * len(jobs)
@@ -67,10 +84,11 @@ def run(ctx: Any, jobs: list[tuple[Callable[..., Any], tuple]], timeout: float) 
         for p in procs:
             p.start()
         waiting = set(range(len(jobs)))
-        _collect(report, procs, waiting, "ready", results, time.monotonic() + START_TIMEOUT)
+        deadline = time.monotonic() + START_TIMEOUT
+        _collect(report, procs, waiting, "ready", results, deadline, finish)
         go.set()
         waiting = set(range(len(jobs)))
-        _collect(report, procs, waiting, "done", results, time.monotonic() + timeout)
+        _collect(report, procs, waiting, "done", results, time.monotonic() + timeout, finish)
         for p in procs:
             p.join(START_TIMEOUT)
     finally:
@@ -85,7 +103,7 @@ def run(ctx: Any, jobs: list[tuple[Callable[..., Any], tuple]], timeout: float) 
 
 def _collect(
     report: Any, procs: list[Any], waiting: set[int], what: str, results: list[Any],
-    deadline: float,
+    deadline: float, finish: Any,
 ) -> None:  # fmt: skip
     while waiting:
         left = deadline - time.monotonic()
@@ -106,3 +124,5 @@ def _collect(
             waiting.discard(index)
             if what == "done":
                 results[index] = value
+                if index == 0:
+                    finish.set()

@@ -8,13 +8,13 @@ from __future__ import annotations
 
 import os
 import time
-from typing import Any, Callable
+from typing import Any
 
 from _msgs import Checker, Payload
-from _run import run, tag
+from _run import Ready, run, tag
 
 
-def _depth_worker(ready: Callable[[], None], name: str, depth: int, rounds: int) -> dict:
+def _depth_worker(ready: Ready, name: str, depth: int, rounds: int) -> dict:
     import ctipc
 
     size = 64
@@ -58,7 +58,7 @@ def _status() -> tuple[int, int, int]:
     return int(fields["VmSize"][0]) * 1024, int(fields["VmRSS"][0]) * 1024, fds
 
 
-def _memory_worker(ready: Callable[[], None], kind: str, count: int) -> dict:
+def _memory_worker(ready: Ready, kind: str, count: int) -> dict:
     import ctipc
 
     ready()

@@ -17,13 +17,13 @@ from typing import Any, Callable
 
 from _msgs import Checker, DataError, Payload
 from _peers import WAIT, Transport
-from _run import RunFailed, run, tag
+from _run import Ready, RunFailed, run, tag
 from _sems import Sem
 
 # -- message workers -------------------------------------------------------------------------
 
 
-def _producer(ready: Callable[[], None], t: Transport, handle: Any, size: int,
+def _producer(ready: Ready, t: Transport, handle: Any, size: int,
               producer: int, count: int, batch: int, delay: float) -> dict:  # fmt: skip
     tx = t.tx(handle, size)
     payload = Payload(size, producer)
@@ -40,12 +40,14 @@ def _producer(ready: Callable[[], None], t: Transport, handle: Any, size: int,
             send = tx.send
             for seq in range(count):
                 send(payload, seq)
-        return {"start": start, "end": time.perf_counter()}
+        end = time.perf_counter()
+        ready.wait_finish(WAIT)
+        return {"start": start, "end": end}
     finally:
         tx.close()
 
 
-def _consumer(ready: Callable[[], None], t: Transport, handle: Any, size: int,
+def _consumer(ready: Ready, t: Transport, handle: Any, size: int,
               producers: int, count: int) -> dict:  # fmt: skip
     rx = t.rx(handle, size)
     checker = Checker(size, producers)
@@ -56,8 +58,13 @@ def _consumer(ready: Callable[[], None], t: Transport, handle: Any, size: int,
         wall0 = time.perf_counter()
         recv = rx.recv
         n = 0
-        while n < total:
-            n += recv(checker)
+        try:
+            while n < total:
+                n += recv(checker)
+        except TimeoutError:
+            got = ", ".join(map(str, checker.expected))
+            msg = f"nothing came for {WAIT:.0f} s: got {got} of {count} per producer"
+            raise RunFailed(msg) from None
         end = time.perf_counter()
         cpu1 = resource.getrusage(resource.RUSAGE_SELF)
         checker.done(count)
@@ -67,7 +74,7 @@ def _consumer(ready: Callable[[], None], t: Transport, handle: Any, size: int,
         rx.close()
 
 
-def _pinger(ready: Callable[[], None], t: Transport, handle: Any, size: int,
+def _pinger(ready: Ready, t: Transport, handle: Any, size: int,
             rounds: int, warmup: int) -> dict:  # fmt: skip
     tx, rx = t.duplex(handle, 0, size)
     payload, checker = Payload(size, 0), Checker(size, 1)
@@ -89,7 +96,7 @@ def _pinger(ready: Callable[[], None], t: Transport, handle: Any, size: int,
             rx.close()
 
 
-def _ponger(ready: Callable[[], None], t: Transport, handle: Any, size: int,
+def _ponger(ready: Ready, t: Transport, handle: Any, size: int,
             rounds: int) -> dict:  # fmt: skip
     tx, rx = t.duplex(handle, 1, size)
     payload, checker = Payload(size, 0), Checker(size, 1)
@@ -175,7 +182,7 @@ def measure_idle(ctx: Any, t: Transport, size: int, seconds: float, timeout: flo
 # -- semaphores --------------------------------------------------------------------------------
 
 
-def _sem_pinger(ready: Callable[[], None], s: Sem, there: Any, back: Any, rounds: int,
+def _sem_pinger(ready: Ready, s: Sem, there: Any, back: Any, rounds: int,
                 warmup: int) -> dict:  # fmt: skip
     ping, pong = s.attach(there), s.attach(back)
     ready()
@@ -192,7 +199,7 @@ def _sem_pinger(ready: Callable[[], None], s: Sem, there: Any, back: Any, rounds
     return {"rtt_ns": times[warmup:]}
 
 
-def _sem_ponger(ready: Callable[[], None], s: Sem, there: Any, back: Any, rounds: int) -> dict:
+def _sem_ponger(ready: Ready, s: Sem, there: Any, back: Any, rounds: int) -> dict:
     ping, pong = s.attach(there), s.attach(back)
     ready()
     for _ in range(rounds):
@@ -220,7 +227,7 @@ def measure_sem_pingpong(ctx: Any, s: Sem, rounds: int, timeout: float) -> dict:
     return {"p50_us": p50, "p99_us": p99}
 
 
-def _sem_loop(ready: Callable[[], None], s: Sem, handle: Any, n: int) -> dict:
+def _sem_loop(ready: Ready, s: Sem, handle: Any, n: int) -> dict:
     obj = s.attach(handle)
     if s.pingpong:
         obj.release()  # a semaphore opened at 0: one permit to take and give back
@@ -248,7 +255,7 @@ def measure_sem_uncontended(ctx: Any, s: Sem, n: int, timeout: float) -> dict:
     return {"ns_op": r["ns_op"]}
 
 
-def _lock_holder(ready: Callable[[], None], s: Sem, handle: Any, seconds: float) -> dict:
+def _lock_holder(ready: Ready, s: Sem, handle: Any, seconds: float) -> dict:
     obj = s.attach(handle)
     if not obj.acquire(True, WAIT):
         raise RunFailed("could not take the lock")
@@ -258,7 +265,7 @@ def _lock_holder(ready: Callable[[], None], s: Sem, handle: Any, seconds: float)
     return {}
 
 
-def _sem_waiter(ready: Callable[[], None], s: Sem, handle: Any, holds: bool) -> dict:
+def _sem_waiter(ready: Ready, s: Sem, handle: Any, holds: bool) -> dict:
     obj = s.attach(handle)
     ready()
     if holds:
@@ -274,7 +281,7 @@ def _sem_waiter(ready: Callable[[], None], s: Sem, handle: Any, holds: bool) -> 
     return {"cpu": cpu, "wall": wall}
 
 
-def _sem_poster(ready: Callable[[], None], s: Sem, handle: Any, seconds: float) -> dict:
+def _sem_poster(ready: Ready, s: Sem, handle: Any, seconds: float) -> dict:
     obj = s.attach(handle)
     ready()
     time.sleep(seconds)  # the waiter stays blocked this long
@@ -301,7 +308,7 @@ def measure_sem_idle(ctx: Any, s: Sem, seconds: float, timeout: float) -> dict:
 # -- shared memory ---------------------------------------------------------------------------------
 
 
-def _copier(ready: Callable[[], None], kind: str, name: str, size: int, reps: int) -> dict:
+def _copier(ready: Ready, kind: str, name: str, size: int, reps: int) -> dict:
     src = bytearray(os.urandom(4096)) * (size // 4096)
     dst = bytearray(src)  # touched, like the mapping below: no page faults timed
     with contextlib.ExitStack() as stack:

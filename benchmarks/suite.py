@@ -8,7 +8,9 @@ Install the peers first (they are not ctipc's dependencies):
 A peer that does not import is skipped with a note.
 
 Every message is checked on receipt (sequence per producer, length, header
-and trailer; see _msgs.py); wrong data stops the suite with exit status 1.
+and trailer; see _msgs.py).  A run that receives wrong data is reported
+as WRONG DATA, at once on stderr and in the tables, and the suite then
+exits with status 1.
 Each run happens in fresh worker processes and has a deadline: a worker
 that hangs is killed and its run reported as failed.  Each repeat runs
 every transport of a workload, in an order rotated from one repeat to the
@@ -142,6 +144,12 @@ def run_all(cases: list[Case], repeats: int, progress: bool) -> None:
                     e.results.append(None)
                     e.errors.append(str(err).splitlines()[0])
                     print(f"  {e.label}: run failed: {err}", file=sys.stderr, flush=True)
+                except DataError as err:
+                    e.results.append(None)
+                    e.errors.append("WRONG DATA: " + str(err).splitlines()[0])
+                    e.wrong_data += 1
+                    print(f"\n*** WRONG DATA from {e.label} ({case.workload} · {case.param}):"
+                          f" {err}\n", file=sys.stderr, flush=True)  # fmt: skip
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -201,12 +209,7 @@ def main(argv: list[str] | None = None) -> int:
     command = "python " + " ".join(shlex.quote(x) for x in ["benchmarks/suite.py", *argv])
     _report.print_header(info, versions, skipped, command)
     cases = build(args, ctx, ts, sems)
-    try:
-        run_all(cases, args.repeats, args.progress)
-    except DataError as e:
-        print(f"\nDATA ERROR — a transport delivered wrong data, the suite stops:\n{e}",
-              file=sys.stderr)  # fmt: skip
-        return 1
+    run_all(cases, args.repeats, args.progress)
     for case in cases:
         _report.print_case(case, args.repeats)
     found = _report.targets(cases)
@@ -220,6 +223,11 @@ def main(argv: list[str] | None = None) -> int:
     failed = sum(len(e.errors) for c in cases for e in c.entries)
     if failed:
         print(f"{failed} run(s) failed (see the notes above)")
+    wrong = sorted({f"{e.label} ({c.workload} · {c.param}, {e.wrong_data}×)"
+                    for c in cases for e in c.entries if e.wrong_data})  # fmt: skip
+    if wrong:
+        print("WRONG DATA was received from: " + "; ".join(wrong))
+        return 1
     return 0
 
 
