@@ -6,7 +6,8 @@ set to :func:`buffer_bytes` worth of messages; messages of 64 KiB and more
 go with ``copy=False``, as pyzmq advises for large messages.
 
 iceoryx2: publish-subscribe of ``Slice[c_uint8]`` with back-pressure
-(``RetryUntilDelivered``, no safe overflow, so nothing is dropped), loaned
+(``RetryUntilDelivered``, no safe overflow; a send that still was not
+delivered is retried, see ``_IoxTx.send``, so nothing is dropped), loaned
 samples written in place (zero-copy both ways), and a subscriber buffer of
 :func:`buffer_bytes` worth of samples (at most 1024).  Two variants: the
 consumer sleeps on an event service that the producer notifies after each
@@ -124,6 +125,9 @@ class Zmq(Transport):
 # -- iceoryx2 ---------------------------------------------------------------------------
 
 
+_yield = getattr(os, "sched_yield", lambda: time.sleep(0))
+
+
 def _iox_depth(size: int) -> int:
     return max(4, min(1024, buffer_bytes(size) // size))
 
@@ -176,11 +180,25 @@ class _IoxTx(Tx):
         self.pub.update_connections()  # the subscriber exists by now
 
     def send(self, payload: Payload, seq: int) -> None:
-        sample = self.pub.loan_slice_uninit(payload.size)
-        view = sample.payload().as_memory_view().cast("B")
-        payload.write_into(view, seq)
-        view.release()
-        sample.assume_init().send()
+        deadline = None
+        while True:
+            sample = self.pub.loan_slice_uninit(payload.size)
+            view = sample.payload().as_memory_view().cast("B")
+            payload.write_into(view, seq)
+            view.release()
+            if sample.assume_init().send():
+                break
+            # Not delivered: the subscriber's buffer is full.  The 0.10
+            # binding drops the sample then (send() returns 0) instead of
+            # blocking as RetryUntilDelivered says, so retry here, giving
+            # the core to the consumer in between.
+            if deadline is None:
+                deadline = time.monotonic() + WAIT
+            elif time.monotonic() > deadline:
+                raise TimeoutError("the subscriber took nothing")
+            if self.notifier is not None:
+                self.notifier.notify()
+            _yield()
         if self.notifier is not None:
             self.notifier.notify()
 
