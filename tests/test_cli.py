@@ -1,4 +1,4 @@
-"""``python -m ctipc ls | rm | gc | demo``, run as real subprocesses.
+"""``python -m ctipc ls | rm | gc | demo | bench``, run as real subprocesses.
 
 The objects are held by separate interpreters (``Child``); the command line
 is another process again, so it sees them only through the OS.  ``ls`` and
@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import select
 import subprocess
 import sys
@@ -306,6 +307,29 @@ def test_demo_shows_its_progress_on_a_terminal_only() -> None:
     assert "\r" not in piped.stdout and " job reports, " not in piped.stdout
 
 
+def test_bench_quick() -> None:
+    proc = cli("bench", "--quick", timeout=60)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    lines = proc.stdout.splitlines()
+    assert len(lines) == 5, proc.stdout
+    assert lines[0].startswith(f"ctipc {ctipc.__version__} bench: ") and "(quick)" in lines[0]
+    number = r"[0-9][0-9,]*(\.[0-9]+)?"
+    for line, pattern in zip(
+        lines[1:],
+        [
+            rf"put/get, 64 B, 1 -> 1 process: +{number} msg/s",
+            rf"put_many/get_many, 64 B, batch 64: +{number} msg/s",
+            rf"ping-pong round trip, 64 B: +p50 {number} us, p99 {number} us",
+            rf"Lock acquire \+ release, uncontended: +{number} ns",
+        ],
+    ):
+        assert re.fullmatch(pattern, line), (pattern, line)
+    assert proc.stderr == ""  # progress lines only when stdout is a terminal
+    if HAVE_DEV_SHM:  # its objects (named bench<pid>-...) are gone with it
+        for part in ("p", "b", "ping", "pong", "lock"):
+            assert entries_of(f"bench{proc.pid}-{part}") == []
+
+
 @pytest.mark.parametrize(
     "args",
     [
@@ -316,6 +340,7 @@ def test_demo_shows_its_progress_on_a_terminal_only() -> None:
         ["ls", "--bogus"],
         ["gc", "extra"],
         ["demo", "--workers", "two"],
+        ["bench", "--bogus"],
     ],
     ids=lambda a: " ".join(a) or "no command",
 )
