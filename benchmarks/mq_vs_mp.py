@@ -6,8 +6,8 @@ One producer process sends N messages of SIZE bytes to the consumer (this
 process), which checks each one.  Every repeat runs both transports, in
 alternating order, and the report gives each rate and the ratio ctipc / mp
 (median, min, max over the repeats): these machines are shared and noisy, so
-only ratios measured side by side mean anything.  The full comparison with
-other peers is planned (benchmarks issue); this is the quick check.
+only ratios measured side by side mean anything.  benchmarks/suite.py is
+the full comparison with the other peers; this is the quick check.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Command line: ``python -m ctipc {ls,rm,gc,demo}``."""
+"""Command line: ``python -m ctipc {ls,rm,gc,demo,bench}``."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import argparse
 import json
 import sys
 
-from . import _admin, _demo
+from . import _admin, _bench, _demo
 from ._backend import os_backend as _os
 from ._segment import KINDS
 
@@ -66,6 +66,10 @@ def _demo_cmd(args: argparse.Namespace) -> int:
     return _demo.run(workers=args.workers, rounds=args.rounds, burst=args.messages)
 
 
+def _bench_cmd(args: argparse.Namespace) -> int:
+    return _bench.run(quick=args.quick)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m ctipc", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -84,6 +88,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--rounds", type=int, default=2000, help="jobs per worker")
     p.add_argument("--messages", type=int, default=50_000, help="messages per worker")
     p.set_defaults(func=_demo_cmd)
+    p = sub.add_parser("bench", help="measure ctipc's speed on this machine (a few seconds)")
+    p.add_argument("--quick", action="store_true", help="smaller runs (under a second)")
+    p.set_defaults(func=_bench_cmd)
     args = parser.parse_args(argv)
     try:
         return int(args.func(args))

@@ -21,7 +21,7 @@ import struct
 import sys
 import time
 from contextlib import ExitStack, closing
-from typing import Any, TextIO
+from typing import Any, Callable, TextIO
 
 from ._errors import Empty
 from .mq import MessageQueue
@@ -68,14 +68,26 @@ def _worker(prefix: str, index: int, rounds: int, burst: int) -> None:
 
 
 def _collect(
-    events: MessageQueue, workers: int, rounds: int, burst: int, procs: list[Any]
+    events: MessageQueue,
+    workers: int,
+    rounds: int,
+    burst: int,
+    procs: list[Any],
+    progress: Callable[[str], object] | None = None,
 ) -> tuple[int, int, float]:
     """Receive every job report and streamed message, checking the order per
-    worker; return (reports, streamed, seconds the stream took)."""
+    worker; return (reports, streamed, seconds the stream took).  With
+    ``progress`` (a terminal's write), show the counts as they grow."""
     reports = streamed = 0
     next_seq = [0] * workers
-    first = last = time.perf_counter()
+    first = last = shown = time.perf_counter()
     while reports < workers * rounds or streamed < workers * burst:
+        if progress is not None and last - shown > 0.2:
+            shown = last
+            progress(
+                f"\r  {reports:,}/{workers * rounds:,} job reports, "
+                f"{streamed:,}/{workers * burst:,} messages "
+            )
         try:
             batch = events.get_many(1000, timeout=5)
         except Empty:
@@ -94,6 +106,8 @@ def _collect(
             next_seq[worker] += 1
             streamed += 1
         last = time.perf_counter()
+    if progress is not None:
+        progress("\r" + " " * 60 + "\r")
     return reports, streamed, last - first
 
 
@@ -104,7 +118,8 @@ def run(
     burst: int = 50_000,
     out: TextIO | None = None,
 ) -> int:
-    write = (out or sys.stdout).write
+    stream = out or sys.stdout
+    write = stream.write
     prefix = f"demo{os.getpid()}"
     write(
         f"ctipc demo: {workers} worker processes, {rounds} jobs each, at most {slots} busy "
@@ -120,7 +135,8 @@ def run(
         for p in procs:
             p.start()
         try:
-            reports, streamed, seconds = _collect(events, workers, rounds, burst, procs)
+            progress = _terminal_write(stream)
+            reports, streamed, seconds = _collect(events, workers, rounds, burst, procs, progress)
         finally:
             for p in procs:
                 p.join(60)
@@ -150,3 +166,19 @@ def run(
     )
     write("OK: the processes coordinated through names only\n" if ok else "FAILED\n")
     return 0 if ok else 1
+
+
+def _terminal_write(stream: TextIO) -> Callable[[str], object] | None:
+    """``stream``'s write, flushed, if it is a terminal: progress shown in
+    place (carriage returns) would only clutter a file or a pipe."""
+    try:
+        if not stream.isatty():
+            return None
+    except (AttributeError, ValueError):
+        return None
+
+    def write(text: str) -> None:
+        stream.write(text)
+        stream.flush()
+
+    return write

@@ -288,7 +288,8 @@ def semaphore_wait(handle: int, timeout: float) -> bool:
 
 
 def semaphore_post(handle: int, n: int) -> None:
-    for _ in range(n):
+    sem_post(handle)
+    for _ in range(n - 1):
         sem_post(handle)
 
 

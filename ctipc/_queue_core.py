@@ -21,7 +21,6 @@ from typing import Any, Callable
 from ._backend import MUTEX_TIMEOUT, WAIT_SLICE
 from ._backend import os_backend as _os
 from ._base import Closable, mutex_error
-from ._consts import SPIN
 from ._errors import CorruptedError, Empty, IncompatibleError
 from ._ring import (
     CONSUMERS_WAITING,
@@ -51,7 +50,7 @@ from ._ring import (
     wake,
 )
 from ._segment import Core, Header
-from ._wait import check_open_args, check_size
+from ._wait import Spinner, check_open_args, check_size
 
 __all__ = ["QueueCore"]
 
@@ -118,6 +117,8 @@ class QueueCore(Closable):
         # grow, so a stale view is a conservative one.
         self._tail_seen = 0
         self._head_seen = 0
+        self._spinner = Spinner()
+        self._lock_spinner = Spinner()
         self._closing = False
         self._start(core)
 
@@ -165,6 +166,16 @@ class QueueCore(Closable):
             raise mutex_error(e, self.name) from None
 
     def _lock_slices(self, mutex: Any, deadline: float | None) -> int:
+        # Critical sections last microseconds: polling briefly usually gets
+        # the mutex without sleeping in the kernel and being woken.
+        polled = [MUTEX_TIMEOUT]
+
+        def attempt() -> bool:
+            polled[0] = _os.mutex_acquire(mutex, 0.0)
+            return polled[0] != MUTEX_TIMEOUT
+
+        if self._lock_spinner.spin(attempt):
+            return polled[0]
         while True:
             if deadline is None:
                 slice_ = WAIT_SLICE
@@ -204,19 +215,11 @@ class QueueCore(Closable):
         return True
 
     def _spin(self, index: int, seen: int) -> bool:
-        """Poll control word ``index`` for up to SPIN seconds; True once it
-        is no longer ``seen``.  Read without its mutex, so only a hint that
-        the caller confirms under the mutex; but a message (or room) that
-        comes within microseconds is taken without a sleep and a wake-up
-        through the kernel, which cost tens of microseconds."""
+        """Poll control word ``index`` for a while (see _wait.Spinner); True
+        once it is no longer ``seen``.  Read without its mutex, so only a
+        hint that the caller confirms under the mutex."""
         words = self._w
-        if words[index] != seen:
-            return True
-        end = time.perf_counter() + SPIN
-        while time.perf_counter() < end:
-            if words[index] != seen:
-                return True
-        return False
+        return words[index] != seen or self._spinner.spin(lambda: words[index] != seen)
 
     def _check_txn(self) -> None:
         if self._txn_thread is not None and self._txn_thread == threading.get_ident():
@@ -310,10 +313,15 @@ class QueueCore(Closable):
         (put mutex held) or None, whether this call is still registered as a
         sleeping producer: only with a reservation, whose end unregisters,
         after the put mutex, since the lock order is get, then put)."""
+        sent = 0
+        if views and timeout is None and block is True and self._txn_thread is None:
+            # The common call finds room at once: no deadline to work out.
+            sent = self._append(views, None)
+            if sent == len(views):
+                return sent, None, False
         if self._txn_thread is not None:
             self._check_txn()
         deadline, patience = deadlines(block, timeout)
-        sent = 0
         count = len(views) or 1
         registered = retried = spun = False
         held: tuple[int, int, int] | None = None
@@ -472,6 +480,15 @@ class QueueCore(Closable):
                  timeout: float | None) -> Any:  # fmt: skip
         """Run ``step(limit, mutex deadline)`` (_take or _hold) until it
         returns something, waiting for messages in between."""
+        if (
+            timeout is None
+            and block is True
+            and self._txn_thread is None
+            and self._tail_seen > self._w[HEAD]  # a message as far as we know
+        ):
+            got = step(limit, None)  # the common call: no deadline to work out
+            if got:
+                return got
         if self._txn_thread is not None:
             self._check_txn()
         deadline, patience = deadlines(block, timeout)

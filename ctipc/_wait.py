@@ -23,30 +23,62 @@ def check_timeout(blocking: bool, timeout: float | None) -> float | None:
     return float(timeout)
 
 
+class Spinner:
+    """Polling before a sleep, adapted to whether it pays off.
+
+    A partner that answers within microseconds is seen by polling without a
+    sleep and a wake-up through the kernel (tens of microseconds each way).
+    But on a machine with more runnable processes than CPUs the partner
+    often cannot run while we poll, and polling only delays our own sleep:
+    so each poll that fails halves the next one's length, down to none, and
+    each that succeeds doubles it, up to ``SPIN``.  With no polling, every
+    16th wait polls briefly again, to notice that the machine calmed down.
+    """
+
+    __slots__ = ("budget", "skipped")
+
+    def __init__(self) -> None:
+        self.budget = SPIN
+        self.skipped = 0
+
+    def spin(self, ready: Callable[[], bool]) -> bool:
+        budget = self.budget
+        if budget <= 0.0:
+            self.skipped += 1
+            if self.skipped < 16:
+                return False
+            self.skipped = 0
+            budget = SPIN / 8
+        end = time.perf_counter() + budget
+        while time.perf_counter() < end:
+            if ready():
+                self.budget = min(SPIN, 2 * budget)
+                return True
+        self.budget = budget / 2 if budget > SPIN / 16 else 0.0
+        return False
+
+
 def wait(
     attempt: Callable[[float], bool],
     blocking: bool,
     timeout: float | None,
     check_open: Callable[[], object],
+    spinner: Spinner | None = None,
 ) -> bool:
     """Call ``attempt(seconds)`` until it returns True or the deadline passes.
 
     ``attempt(0)`` tries without blocking; later calls block for at most
     ``WAIT_SLICE``, so that Python runs signal handlers (Ctrl-C raises
     KeyboardInterrupt within a slice), notices ``close()`` from another thread
-    (``check_open`` raises), and honours the monotonic deadline.
+    (``check_open`` raises), and honours the monotonic deadline.  With a
+    ``spinner``, the first wait polls ``attempt(0)`` for a while first.
     """
     if attempt(0.0):
         return True
     if not blocking:
         return False
-    # Poll for a few microseconds first: a partner that answers that fast is
-    # seen without a sleep and a wake-up through the kernel (tens of
-    # microseconds); an idle waiter still sleeps.
-    spin_end = time.perf_counter() + min(SPIN, timeout if timeout is not None else SPIN)
-    while time.perf_counter() < spin_end:
-        if attempt(0.0):
-            return True
+    if spinner is not None and spinner.spin(lambda: attempt(0.0)):
+        return True
     deadline = None if timeout is None else time.monotonic() + timeout
     while True:
         if deadline is None:

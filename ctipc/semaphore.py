@@ -20,7 +20,7 @@ from ._segment import (
     Kind,
     register_kind,
 )
-from ._wait import check_open_args, check_timeout, wait
+from ._wait import Spinner, check_open_args, check_timeout, wait
 
 __all__ = ["Lock", "Semaphore"]
 
@@ -89,30 +89,35 @@ class Semaphore(Acquirable):
         core = Core(_SemaphoreKind(initial), name)
         core.open(create, bool(persistent), mode, (initial, None), _no_check)
         self._handle: int = core.resources["sem"]
+        self._spinner = Spinner()
         self._start(core)
 
     def acquire(self, blocking: bool = True, timeout: float | None = None) -> bool:
         """Take a permit, like ``threading.Semaphore.acquire``.  Returns False
         if none came before ``timeout`` seconds (or at once if not blocking)."""
-        seconds = check_timeout(blocking, timeout)
+        # Arguments are checked and the general wait built only when a first
+        # try fails: the common call finds a permit free.
+        seconds = None if blocking is True and timeout is None else check_timeout(blocking, timeout)
         handle = self._handle
         self._enter()
         try:
-            return wait(
+            return _os.semaphore_trywait(handle) or wait(
                 lambda s: _os.semaphore_wait(handle, s) if s else _os.semaphore_trywait(handle),
                 blocking,
                 seconds,
                 self._check_open,
+                self._spinner,
             )
         finally:
             self._leave()
 
     def release(self, n: int = 1) -> None:
         """Give back ``n`` permits, waking up to ``n`` waiters."""
-        if isinstance(n, bool) or not isinstance(n, int):
-            raise TypeError(f"n must be an int, not {type(n).__name__}")
-        if n < 1:
-            raise ValueError("n must be one or more")
+        if n.__class__ is not int or n != 1:  # (bool is not int here)
+            if isinstance(n, bool) or not isinstance(n, int):
+                raise TypeError(f"n must be an int, not {type(n).__name__}")
+            if n < 1:
+                raise ValueError("n must be one or more")
         self._enter()
         try:
             if n > 1:
@@ -201,30 +206,38 @@ class Lock(Acquirable):
         self._holder: tuple[int, int] | None = None  # (pid, thread) holding it
         #: True after an ``acquire`` that took the lock over from a dead holder
         self.owner_died = False
+        self._spinner = Spinner()
         self._start(core)
 
     def acquire(self, blocking: bool = True, timeout: float | None = None) -> bool:
         """Take the lock; False if it stayed held until ``timeout``."""
-        seconds = check_timeout(blocking, timeout)
+        # As for Semaphore.acquire: the general wait only after a first try.
+        seconds = None if blocking is True and timeout is None else check_timeout(blocking, timeout)
         mutex = self._mutex
+        self._enter()
+        try:
+            outcome = _os.mutex_acquire(mutex, 0.0)
+            if outcome == MUTEX_TIMEOUT:
+                outcome = self._wait(mutex, blocking, seconds)
+        except OSError as e:
+            raise mutex_error(e, self.name) from None
+        finally:
+            self._leave()
+        if outcome == MUTEX_TIMEOUT:
+            return False
+        self.owner_died = outcome == MUTEX_OWNER_DIED
+        self._holder = _me()
+        return True
+
+    def _wait(self, mutex: Any, blocking: bool, seconds: float | None) -> int:
         outcome = [MUTEX_TIMEOUT]
 
         def attempt(s: float) -> bool:
             outcome[0] = _os.mutex_acquire(mutex, s)
             return outcome[0] != MUTEX_TIMEOUT
 
-        self._enter()
-        try:
-            if not wait(attempt, blocking, seconds, self._check_open):
-                return False
-        except OSError as e:
-            raise mutex_error(e, self.name) from None
-        else:
-            self.owner_died = outcome[0] == MUTEX_OWNER_DIED
-            self._holder = _me()
-            return True
-        finally:
-            self._leave()
+        wait(attempt, blocking, seconds, self._check_open, self._spinner)
+        return outcome[0]
 
     def release(self) -> None:
         """Release the lock; RuntimeError if this thread does not hold it.

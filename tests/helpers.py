@@ -18,6 +18,8 @@ import sys
 import textwrap
 import threading
 import time
+import urllib.error
+import urllib.request
 from collections.abc import Callable
 from typing import Any
 
@@ -376,3 +378,21 @@ def run_threads(target: Callable[[int], None], n: int = 8) -> None:
     assert not any(t.is_alive() for t in threads), "a thread hung"
     if errors:
         raise errors[0]
+
+
+# -- HTTP -----------------------------------------------------------------------------
+
+# Never send the tests' requests to a proxy from the environment.
+_OPENER = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+
+
+def http_get(url: str, timeout: float = 10.0) -> tuple[int, str]:
+    """GET ``url``: (status, text body), also for error statuses."""
+    try:
+        with _OPENER.open(url, timeout=timeout) as response:
+            return response.status, response.read().decode("utf-8")
+    except urllib.error.HTTPError as e:
+        try:
+            return e.code, e.read().decode("utf-8")
+        finally:
+            e.close()

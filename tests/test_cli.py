@@ -1,4 +1,4 @@
-"""``python -m ctipc ls | rm | gc | demo``, run as real subprocesses.
+"""``python -m ctipc ls | rm | gc | demo | bench``, run as real subprocesses.
 
 The objects are held by separate interpreters (``Child``); the command line
 is another process again, so it sees them only through the OS.  ``ls`` and
@@ -9,8 +9,12 @@ unique names (other ctipc users may have objects of their own).
 from __future__ import annotations
 
 import json
+import os
+import re
+import select
 import subprocess
 import sys
+import time
 from typing import Any, Callable, NamedTuple
 
 import pytest
@@ -263,6 +267,69 @@ def test_demo() -> None:
             assert entries_of(f"demo{proc.pid}-{part}") == []
 
 
+@pytest.mark.skipif(sys.platform == "win32", reason="no pseudo-terminals")
+def test_demo_shows_its_progress_on_a_terminal_only() -> None:
+    import pty
+
+    master, slave = pty.openpty()
+    proc = subprocess.Popen(
+        [sys.executable, "-W", "error", "-m", "ctipc", "demo", "--workers", "2",
+         "--rounds", "300", "--messages", "200000"],
+        stdin=subprocess.DEVNULL, stdout=slave, stderr=subprocess.PIPE, env=child_env(),
+    )  # fmt: skip
+    CHILD_PIDS.add(proc.pid)
+    os.close(slave)
+    chunks = []
+    deadline = time.monotonic() + 120
+    try:
+        while time.monotonic() < deadline:
+            if select.select([master], [], [], 1.0)[0]:
+                try:
+                    data = os.read(master, 4096)
+                except OSError:  # EIO: the demo closed the terminal (it ended)
+                    break
+                if not data:
+                    break
+                chunks.append(data)
+        assert proc.wait(timeout=DEADLINE) == 0, b"".join(chunks).decode(errors="replace")
+    finally:
+        os.close(master)
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        assert proc.stderr is not None
+        proc.stderr.close()
+    text = b"".join(chunks).decode()
+    assert "\r  " in text and " job reports, " in text, text
+    assert "OK" in text.splitlines()[-1]
+    # and on a pipe, no progress lines (test_demo's output)
+    piped = cli("demo", "--workers", "1", "--rounds", "20", "--messages", "1000", timeout=60)
+    assert "\r" not in piped.stdout and " job reports, " not in piped.stdout
+
+
+def test_bench_quick() -> None:
+    proc = cli("bench", "--quick", timeout=60)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    lines = proc.stdout.splitlines()
+    assert len(lines) == 5, proc.stdout
+    assert lines[0].startswith(f"ctipc {ctipc.__version__} bench: ") and "(quick)" in lines[0]
+    number = r"[0-9][0-9,]*(\.[0-9]+)?"
+    for line, pattern in zip(
+        lines[1:],
+        [
+            rf"put/get, 64 B, 1 -> 1 process: +{number} msg/s",
+            rf"put_many/get_many, 64 B, batch 64: +{number} msg/s",
+            rf"ping-pong round trip, 64 B: +p50 {number} us, p99 {number} us",
+            rf"Lock acquire \+ release, uncontended: +{number} ns",
+        ],
+    ):
+        assert re.fullmatch(pattern, line), (pattern, line)
+    assert proc.stderr == ""  # progress lines only when stdout is a terminal
+    if HAVE_DEV_SHM:  # its objects (named bench<pid>-...) are gone with it
+        for part in ("p", "b", "ping", "pong", "lock"):
+            assert entries_of(f"bench{proc.pid}-{part}") == []
+
+
 @pytest.mark.parametrize(
     "args",
     [
@@ -273,6 +340,7 @@ def test_demo() -> None:
         ["ls", "--bogus"],
         ["gc", "extra"],
         ["demo", "--workers", "two"],
+        ["bench", "--bogus"],
     ],
     ids=lambda a: " ".join(a) or "no command",
 )

@@ -17,14 +17,13 @@ import sys
 import tempfile
 import threading
 import time
-import urllib.error
 import urllib.parse
-import urllib.request
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from helpers import http_get as get
 
 import ctipc
 from ctipc import _names
@@ -36,9 +35,6 @@ STOP_DEADLINE = 15.0  # seconds for a server to exit after SIGTERM
 DEV_SHM = Path("/dev/shm")
 CHECK_DEV_SHM = sys.platform.startswith("linux") and DEV_SHM.is_dir()
 
-# Never send the requests to a proxy from the environment.
-_OPENER = urllib.request.build_opener(urllib.request.ProxyHandler({}))
-
 
 def unique(prefix: str) -> str:
     return f"{prefix}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
@@ -48,18 +44,6 @@ def free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
-
-
-def get(url: str, timeout: float = 10.0) -> tuple[int, str]:
-    """GET ``url``: (status, text body), also for error statuses."""
-    try:
-        with _OPENER.open(url, timeout=timeout) as response:
-            return response.status, response.read().decode("utf-8")
-    except urllib.error.HTTPError as e:
-        try:
-            return e.code, e.read().decode("utf-8")
-        finally:
-            e.close()
 
 
 class Server:

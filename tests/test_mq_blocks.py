@@ -210,27 +210,31 @@ def test_a_receive_in_another_process_wakes_on_put(name: str) -> None:
         assert len(q) == 0
 
 
-_RECEIVE_AND_HANG = MQ_IMPORT + """
+_RECEIVE_AND_HANG = (
+    MQ_IMPORT
+    + """
 q = ctipc.MessageQueue(sys.argv[1], create=False)
 with q.receive(timeout=15) as m:
     out("holding " + str(w.mq_parse(bytes(m.data))[1]))
     sys.stdin.readline()  # killed here
 """
+)
 
-_RESERVE_AND_HANG = MQ_IMPORT + """
+_RESERVE_AND_HANG = (
+    MQ_IMPORT
+    + """
 q = ctipc.MessageQueue(sys.argv[1], create=False)
 with q.reserve(64, timeout=15) as slot:
     slot.data[:] = b"p" * 64
     out("holding")
     sys.stdin.readline()  # killed here
 """
+)
 
 
 @needs_sigkill
 @pytest.mark.parametrize("round_", range(2))
-def test_consumer_killed_inside_receive_leaves_the_message_flagged(
-    name: str, round_: int
-) -> None:
+def test_consumer_killed_inside_receive_leaves_the_message_flagged(name: str, round_: int) -> None:
     rng = random.Random(round_)
     with MQ(name, capacity=1 << 16, max_message=1000) as q:
         q.put_many([mq_message(0, i, q.max_message, rng) for i in range(5)])

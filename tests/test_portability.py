@@ -459,6 +459,61 @@ def test_emulated_message_queue_between_emulated_processes(ename: str) -> None:
     assert_gone_everywhere(ename)
 
 
+@needs_posix
+@needs_sigkill
+def test_emulated_receive_of_a_sigkilled_consumer_is_redelivered(ename: str) -> None:
+    """The queue's get mutex on macOS is flock() plus an owner record: a
+    consumer killed inside ``receive`` leaves the message for the next one,
+    flagged, and a producer killed inside ``reserve`` publishes nothing."""
+    holder_code = """
+        q = ctipc.MessageQueue(sys.argv[1], capacity=4096, max_message=100)
+        q.put_many([b"first", b"second"])
+        with q.receive() as m:
+            out("holding", bytes(m.data).decode())
+            inp()
+    """
+    taker_code = """
+        q = ctipc.MessageQueue(sys.argv[1], create=False)
+        out("attached")
+        inp()
+        with q.reserve(4, timeout=5) as slot:
+            slot.data[:] = b"gone"
+            out("reserving")
+            inp()
+    """
+    reader_code = """
+        q = ctipc.MessageQueue(sys.argv[1], create=False)
+        out("attached")
+        inp()
+        got = []
+        for _ in range(2):
+            with q.receive(timeout=5) as m:
+                got.append(f"{bytes(m.data).decode()}:{m.redelivered}")
+        out(*got)
+        try:
+            q.get(timeout=0.2)
+            out("more")
+        except ctipc.Empty:
+            out("empty")
+        q.close()
+    """
+    with emulated(holder_code, ename) as holder:
+        holder.expect("holding first")
+        with emulated(taker_code, ename) as taker:
+            taker.expect("attached")
+            holder.kill()
+            taker.send()
+            taker.expect("reserving")
+            with emulated(reader_code, ename) as reader:
+                reader.expect("attached")  # before the last other user dies
+                taker.kill()
+                reader.send()
+                reader.expect("first:True second:False")
+                reader.expect("empty")
+                reader.finish()
+    assert_gone_everywhere(ename)
+
+
 HOLD_ALL = (
     OPEN_ALL
     + """
