@@ -152,8 +152,8 @@ class _CtipcTx(Tx):
 
 class _CtipcZeroCopyTx(_CtipcTx):
     def send(self, payload: Payload, seq: int) -> None:
-        with self.q.reserve(payload.size, timeout=WAIT) as buf:  # type: ignore[attr-defined]
-            payload.write_into(buf, seq)
+        with self.q.reserve(payload.size, timeout=WAIT) as slot:
+            payload.write_into(slot.data, seq)
 
 
 class _CtipcRx(Rx):
@@ -189,7 +189,7 @@ class _CtipcBatchRx(_CtipcRx):
 class _CtipcZeroCopyRx(_CtipcRx):
     def recv(self, checker: Checker) -> int:
         try:
-            with self.q.receive(timeout=WAIT) as m:  # type: ignore[attr-defined]
+            with self.q.receive(timeout=WAIT) as m:
                 checker.check(m.data)
         except self.empty:
             raise TimeoutError from None
