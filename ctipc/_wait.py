@@ -31,8 +31,10 @@ class Spinner:
     But on a machine with more runnable processes than CPUs the partner
     often cannot run while we poll, and polling only delays our own sleep:
     so each poll that fails halves the next one's length, down to none, and
-    each that succeeds doubles it, up to ``SPIN``.  With no polling, every
-    16th wait polls briefly again, to notice that the machine calmed down.
+    one that succeeds restores it to ``SPIN``.  With no polling, every 16th
+    wait polls for the whole ``SPIN`` again (a shorter probe could never
+    see a partner that needs longer), to notice that the machine calmed
+    down: at most ``SPIN`` / 16 per wait on a machine that stays busy.
     """
 
     __slots__ = ("budget", "skipped")
@@ -48,13 +50,14 @@ class Spinner:
             if self.skipped < 16:
                 return False
             self.skipped = 0
-            budget = SPIN / 8
+            budget = SPIN
         end = time.perf_counter() + budget
         while time.perf_counter() < end:
             if ready():
-                self.budget = min(SPIN, 2 * budget)
+                self.budget = SPIN
                 return True
-        self.budget = budget / 2 if budget > SPIN / 16 else 0.0
+        # (a failed probe, from a budget of 0, leaves it at 0)
+        self.budget = budget / 2 if self.budget > SPIN / 16 else 0.0
         return False
 
 
