@@ -581,10 +581,15 @@ class QueueCore(Closable):
         """Close this process's handle (idempotent); messages stay for the
         other processes that have the queue open (or, if persistent, for
         later ones).  Calls waiting in other threads raise ValueError first
-        (within a wait slice), taking back their registration as sleepers."""
+        (within a wait slice), taking back their registration as sleepers.
+        Closed inside this thread's own receive/reserve block, the block
+        then raises ValueError, and nothing is published or removed."""
         self._closing = True
         give_up = time.monotonic() + MUTEX_PATIENCE
-        while self._inflight and time.monotonic() < give_up:
+        # (not for a receive/reserve block of this very thread, which cannot
+        # end while it waits here)
+        me = threading.get_ident()
+        while self._inflight and self._txn_thread != me and time.monotonic() < give_up:
             time.sleep(0.002)  # they notice _closing between wait slices
         super().close()
 

@@ -196,6 +196,11 @@ class MessageQueue(QueueCore):
         then release the mutex and wake whoever waits for the change."""
         words, sleepers, registered = self._w, 0, False
         mutex = self._put_mutex if reserve else self._get_mutex
+        # Closed meanwhile (by this thread: close() waits for other threads'
+        # blocks): the views of the queue are gone, so nothing can be
+        # published or removed; the mutex is still ours to release.
+        closed = self._core is None or self._core.closed
+        commit = commit and not closed
         try:
             if reserve:
                 tail, pos, skip, nbytes, registered = state
@@ -221,12 +226,15 @@ class MessageQueue(QueueCore):
             self._txn_thread = None
             try:
                 self._unlock(mutex)
-                if registered:
+                if registered and not closed:
                     self._refresh_head(patience_deadline(), -1)
                 if sleepers:
                     wake(self._data_sem if reserve else self._room_sem, 1)
             finally:
                 self._leave()
+        if closed:
+            what = "published" if reserve else "removed from the queue"
+            raise ValueError(f"MessageQueue was closed inside the block: nothing was {what}")
 
 
 class _Block:

@@ -257,3 +257,18 @@ def test_producer_killed_inside_reserve_publishes_nothing(name: str) -> None:
             child.kill()
         q.put(b"after", timeout=DEADLINE)  # the dead producer's mutex is taken over
         assert q.get_many(10, timeout=DEADLINE) == [b"before", b"after"]
+
+
+@pytest.mark.parametrize("kind", ["receive", "reserve"])
+def test_closing_inside_the_block_commits_nothing_and_says_so(name: str, kind: str) -> None:
+    with MQ(name, capacity=4096, max_message=100) as keeper:  # keeps the queue alive
+        keeper.put(b"first")
+        q = MQ(name, create=False)
+        block = q.receive() if kind == "receive" else q.reserve(3)
+        with pytest.raises(ValueError, match="closed inside the block"):
+            with block:
+                q.close()  # no wait for this thread's own block
+        assert q.closed
+        assert keeper.get_many(10, timeout=DEADLINE) == [b"first"]  # nothing taken or added
+        keeper.put(b"next")  # the mutex was released
+        assert keeper.get_nowait() == b"next"
