@@ -154,12 +154,16 @@ class Child:
         if warnings_error:
             cmd += ["-W", "error"]
         cmd += ["-c", _PRELUDE + textwrap.dedent(code), *map(str, args)]
+        self._start(cmd, child_env(**env))
+
+    def _start(self, cmd: list[str], env: dict[str, str]) -> None:
+        """Start ``cmd`` with pipes for stdin, stdout and stderr."""
         self.proc = subprocess.Popen(
             cmd,
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
-            env=child_env(**env),
+            env=env,
             close_fds=True,
         )
         CHILD_PIDS.add(self.proc.pid)

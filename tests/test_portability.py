@@ -23,7 +23,6 @@ from __future__ import annotations
 import glob
 import os
 import select
-import selectors
 import signal
 import subprocess
 import sys
@@ -37,7 +36,6 @@ from typing import Any, Callable
 import pytest
 from helpers import (
     _PRELUDE,
-    CHILD_PIDS,
     DEADLINE,
     HAVE_DEV_SHM,
     HAVE_FORK,
@@ -652,23 +650,7 @@ class BareChild(Child):
     def __init__(self, code: str, *args: object, flags: list[str], env: dict[str, str]) -> None:
         source = "import sys\nsys.path.insert(0, sys.argv[1])\n" + _PRELUDE
         cmd = [sys.executable, *flags, "-c", source + textwrap.dedent(code)]
-        self.proc = subprocess.Popen(
-            [*cmd, PACKAGE_ROOT, *map(str, args)],
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            env=env,
-            close_fds=True,
-        )
-        CHILD_PIDS.add(self.proc.pid)
-        self.pid = self.proc.pid
-        self._out = b""
-        self._err = b""
-        self._sel = selectors.DefaultSelector()
-        assert self.proc.stdout is not None and self.proc.stderr is not None
-        self._sel.register(self.proc.stdout, selectors.EVENT_READ, "out")
-        self._sel.register(self.proc.stderr, selectors.EVENT_READ, "err")
-        self._open_streams = 2
+        self._start([*cmd, PACKAGE_ROOT, *map(str, args)], env)
 
 
 RESTRICTED = """
