@@ -16,7 +16,7 @@ other.
 from __future__ import annotations
 
 import threading
-from typing import Callable
+from typing import Callable, TypeVar
 
 from .listener import Listener
 from .mq import MessageQueue
@@ -42,6 +42,8 @@ __all__ = [
     "shm_write_str",
 ]
 
+_T = TypeVar("_T", Semaphore, SharedMemory)
+
 _lock = threading.RLock()
 _semaphores: dict[str, Semaphore] = {}
 _memories: dict[str, SharedMemory] = {}
@@ -49,12 +51,27 @@ _queues: dict[int, MessageQueue] = {}
 _listeners: list[Listener] = []
 
 
+def _get(table: dict[str, _T], name: str, make: Callable[[], _T]) -> _T:
+    """``table[name]``, made with ``make()`` first if this process has not
+    opened it here yet."""
+    with _lock:
+        obj = table.get(name)
+        if obj is None:
+            obj = table[name] = make()
+        return obj
+
+
+def _close(table: dict[str, _T], name: str) -> None:
+    with _lock:
+        obj = table.pop(name, None)
+    if obj is not None:
+        obj.close()
+
+
 # -- semaphores ----------------------------------------------------------------
 def sem_create(name: str) -> None:
     """Open the semaphore ``name``, creating it with one permit if needed."""
-    with _lock:
-        if name not in _semaphores:
-            _semaphores[name] = Semaphore(name, initial=1)
+    _get(_semaphores, name, lambda: Semaphore(name, initial=1))
 
 
 def sem_open(name: str) -> None:
@@ -63,19 +80,12 @@ def sem_open(name: str) -> None:
 
 
 def _semaphore(name: str) -> Semaphore:
-    with _lock:
-        sem = _semaphores.get(name)
-        if sem is None:
-            sem = _semaphores[name] = Semaphore(name, create=False)
-        return sem
+    return _get(_semaphores, name, lambda: Semaphore(name, create=False))
 
 
 def sem_close(name: str) -> None:
     """Close this process's handle of ``name`` (nothing if not open)."""
-    with _lock:
-        sem = _semaphores.pop(name, None)
-    if sem is not None:
-        sem.close()
+    _close(_semaphores, name)
 
 
 def sem_require(name: str, timeout: float | None = None) -> bool:
@@ -92,32 +102,21 @@ def sem_release(name: str) -> None:
 def shm_create(name: str, size: int) -> None:
     """Create the shared memory ``name`` of ``size`` bytes: FileExistsError
     if it exists, unless this process has it open already (then nothing)."""
-    with _lock:
-        if name not in _memories:
-            _memories[name] = SharedMemory(name, size, create=True)
+    _get(_memories, name, lambda: SharedMemory(name, size, create=True))
 
 
 def shm_open(name: str, size: int) -> None:
     """Open the shared memory ``name``, creating it with ``size`` bytes if
     it does not exist."""
-    with _lock:
-        if name not in _memories:
-            _memories[name] = SharedMemory(name, size)
+    _get(_memories, name, lambda: SharedMemory(name, size))
 
 
 def _memory(name: str) -> SharedMemory:
-    with _lock:
-        shm = _memories.get(name)
-        if shm is None:
-            shm = _memories[name] = SharedMemory(name, create=False)
-        return shm
+    return _get(_memories, name, lambda: SharedMemory(name, create=False))
 
 
 def shm_close(name: str) -> None:
-    with _lock:
-        shm = _memories.pop(name, None)
-    if shm is not None:
-        shm.close()
+    _close(_memories, name)
 
 
 def shm_read_buf(name: str, offset: int, length: int) -> bytes:
