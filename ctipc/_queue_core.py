@@ -526,57 +526,6 @@ class QueueCore(Closable):
             if registered:
                 self._refresh_tail(patience_deadline(), -1)
 
-    def wait_readable(self, timeout: float) -> bool:
-        """Wait at most ``timeout`` seconds (one slice at most) until a
-        message is probably there, without taking it.  True may also mean a
-        wake-up was used up: a caller that then takes nothing should give it
-        back with ``_wake_consumer()``.  ``aget`` waits with this in a thread
-        and takes the message in the event loop, so that cancelling it never
-        loses a message."""
-        self._enter()
-        try:
-            if not self._refresh_tail(time.monotonic() + timeout, 1):
-                return False
-            try:
-                if self._tail_seen != self._w[HEAD]:
-                    return True
-                return _os.semaphore_wait(self._data_sem, max(0.0, min(WAIT_SLICE, timeout)))
-            finally:
-                self._refresh_tail(patience_deadline(), -1)
-        finally:
-            self._leave()
-
-    def wait_writable(self, timeout: float, nbytes: int = 0) -> bool:
-        """Like ``wait_readable``, for room for a message of ``nbytes``."""
-        self._enter()
-        try:
-            if not self._refresh_head(time.monotonic() + timeout, 1):
-                return False
-            try:
-                if self._room_for(nbytes):
-                    return True
-                return _os.semaphore_wait(self._room_sem, max(0.0, min(WAIT_SLICE, timeout)))
-            finally:
-                self._refresh_head(patience_deadline(), -1)
-        finally:
-            self._leave()
-
-    def _wake_consumer(self) -> None:
-        self._give_back(self._data_sem)
-
-    def _wake_producer(self) -> None:
-        self._give_back(self._room_sem)
-
-    def _give_back(self, sem: int) -> None:
-        try:
-            self._enter()
-        except ValueError:
-            return  # closed: nobody here to wake
-        try:
-            wake(sem, 1)
-        finally:
-            self._leave()
-
     def close(self) -> None:
         """Close this process's handle (idempotent); messages stay for the
         other processes that have the queue open (or, if persistent, for

@@ -1,16 +1,20 @@
 """Named message queues: any number of producers and consumers, by name.
 
-The public calls; _queue_core.py has the critical sections and waiting,
+The public calls (and the waits the asyncio adapters run in threads);
+_queue_core.py has the critical sections and waiting,
 _ring.py and docs/FORMAT.md the layout.
 """
 
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import AsyncIterator, Iterable
 from typing import Any, Callable
 
 from . import aio
+from ._backend import WAIT_SLICE
+from ._backend import os_backend as _os
 from ._errors import Full
 from ._queue_core import QueueCore
 from ._ring import (
@@ -148,6 +152,57 @@ class MessageQueue(QueueCore):
         ``msg.data`` is valid only inside the block: copy what you keep."""
         deadlines(block, timeout)  # bad timeouts fail here, before any wait
         return Received(self, block, timeout)
+
+    def wait_readable(self, timeout: float) -> bool:
+        """Wait at most ``timeout`` seconds (one slice at most) until a
+        message is probably there, without taking it.  True may also mean a
+        wake-up was used up: a caller that then takes nothing should give it
+        back with ``_wake_consumer()``.  ``aget`` waits with this in a thread
+        and takes the message in the event loop, so that cancelling it never
+        loses a message."""
+        self._enter()
+        try:
+            if not self._refresh_tail(time.monotonic() + timeout, 1):
+                return False
+            try:
+                if self._tail_seen != self._w[HEAD]:
+                    return True
+                return _os.semaphore_wait(self._data_sem, max(0.0, min(WAIT_SLICE, timeout)))
+            finally:
+                self._refresh_tail(patience_deadline(), -1)
+        finally:
+            self._leave()
+
+    def wait_writable(self, timeout: float, nbytes: int = 0) -> bool:
+        """Like ``wait_readable``, for room for a message of ``nbytes``."""
+        self._enter()
+        try:
+            if not self._refresh_head(time.monotonic() + timeout, 1):
+                return False
+            try:
+                if self._room_for(nbytes):
+                    return True
+                return _os.semaphore_wait(self._room_sem, max(0.0, min(WAIT_SLICE, timeout)))
+            finally:
+                self._refresh_head(patience_deadline(), -1)
+        finally:
+            self._leave()
+
+    def _wake_consumer(self) -> None:
+        self._give_back(self._data_sem)
+
+    def _wake_producer(self) -> None:
+        self._give_back(self._room_sem)
+
+    def _give_back(self, sem: int) -> None:
+        try:
+            self._enter()
+        except ValueError:
+            return  # closed: nobody here to wake
+        try:
+            wake(sem, 1)
+        finally:
+            self._leave()
 
     def listen(self, callback: Callable[[bytes], object]) -> Listener:
         """Start a daemon thread calling ``callback(message)`` for each
