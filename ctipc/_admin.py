@@ -10,11 +10,9 @@ from typing import NamedTuple
 
 from . import _names, _segment
 from ._backend import os_backend as _os
-from ._segment import (
+from ._header import (
     FLAG_PERSISTENT,
     HEADER_SIZE,
-    KINDS,
-    STALE_INIT_AFTER,
     STATE_INIT,
     STATE_READY,
     STATE_REMOVED,
@@ -22,6 +20,7 @@ from ._segment import (
     reap,
     stored_name,
 )
+from ._segment import KINDS, STALE_INIT_AFTER
 
 __all__ = ["ObjectInfo", "collect", "list_objects", "remove"]
 

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import atexit
 import errno
+import weakref
 from types import TracebackType
 from typing import TypeVar
 
 from ._errors import CorruptedError
-from ._segment import Core, track
+from ._segment import Core
 
 __all__ = ["Acquirable", "Closable"]
 
@@ -128,3 +130,39 @@ class Acquirable(Closable):
         tb: TracebackType | None,
     ) -> None:
         self.release()
+
+
+def track(owner: object, core: Core) -> None:
+    """Tie ``core`` to the public object ``owner``.
+
+    When ``owner`` is collected while still open, the core is closed with a
+    ResourceWarning.  The kind's OS handles (a semaphore, a mutex mapping),
+    which ``owner``'s methods use without a lock, are released only once
+    ``owner`` is collected, when no thread can still be inside one of its
+    methods: a ``close()`` racing another thread's call never frees memory
+    that call is using (CPython's SemLock closes its semaphore in dealloc for
+    the same reason).  The callbacks hold the core, never ``owner``.
+    """
+    core.finalizer = weakref.finalize(owner, core.close, True)
+    # At exit _close_all closes instead, without warnings.  (typeshed gives
+    # finalize empty __slots__; the atexit property does exist.)
+    core.finalizer.atexit = False  # type: ignore[misc]
+    weakref.finalize(owner, core.kind.release, core.resources).atexit = False  # type: ignore[misc]
+    _LIVE.add(core)
+
+
+_LIVE: weakref.WeakSet[Core] = weakref.WeakSet()
+
+
+def _close_all() -> None:
+    # Interpreter exit: detach everything this process still has open, so the
+    # last process out removes its objects.  (Hosts that never run atexit are
+    # covered too: their slots are reaped by the next open or by gc.)
+    for core in list(_LIVE):
+        try:
+            core.close()
+        except Exception:  # never raise at exit
+            pass
+
+
+atexit.register(_close_all)

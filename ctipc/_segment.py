@@ -1,4 +1,4 @@
-"""The header every ctipc object starts with, and the lifetime rule.
+"""Creating, attaching and removing segments, and the lifetime rule.
 
 Every object is one shared-memory segment that starts with a header (magic,
 kind, layout version, sizes, the user's name) and, on POSIX, a table of the
@@ -9,12 +9,13 @@ removes it, and a process that died without closing is noticed by the next
 open (or ``python -m ctipc gc``) through its slot.  On Windows the kernel does
 the same with handles, so no table is kept (``KERNEL_LIFETIME``).
 
-The byte layout is documented in docs/FORMAT.md; keep the two in step.
+The header's layout and its attach table are in _header.py; the byte
+layout is documented in docs/FORMAT.md.  The process's own bookkeeping of
+open objects (closing them at exit) is in _base.py.
 """
 
 from __future__ import annotations
 
-import atexit
 import errno
 import mmap
 import os
@@ -23,36 +24,32 @@ import threading
 import time
 import warnings
 import weakref
-from typing import Any, Callable, NamedTuple
+from typing import Any, Callable
 
 from . import _names
 from ._backend import os_backend as _os
 from ._errors import CorruptedError, IncompatibleError
-
-# -- layout (docs/FORMAT.md) -------------------------------------------------
-
-VERSION = 1
-MAGIC_PREFIX = b"CTIPC\x00"
-# magic(8) version state header_size flags | total param0 param1 | slots
-# slot_offset name_len creator_pid | created_ns
-_HEADER = struct.Struct("=8s4I3Q4IQ")
-NAME_OFFSET = 128
-NAME_CAPACITY = 1024  # 255 characters of UTF-8 fit
-TAG_OFFSET = NAME_OFFSET + NAME_CAPACITY  # 64 bytes of ASCII for the kind
-TAG_CAPACITY = 64
-SLOT_OFFSET = 2048
-SLOT_COUNT = 256
-_SLOT = struct.Struct("=IIQQQ")  # pid, opens, start token, pid namespace, reserved
-# The kind's own area starts after the slot table, at a boundary every OS
-# can map from (Windows maps at 64 KiB granularity).
-HEADER_SIZE = max(
-    SLOT_OFFSET + SLOT_COUNT * _SLOT.size + 2048,
-    mmap.ALLOCATIONGRANULARITY,
+from ._header import (
+    FLAG_PERSISTENT,
+    HEADER_FORMAT,
+    HEADER_SIZE,
+    MAGIC_PREFIX,
+    NAME_CAPACITY,
+    NAME_OFFSET,
+    SLOT,
+    SLOT_COUNT,
+    SLOT_OFFSET,
+    STATE_INIT,
+    STATE_READY,
+    STATE_REMOVED,
+    TAG_CAPACITY,
+    TAG_OFFSET,
+    VERSION,
+    Header,
+    read_header,
+    reap,
+    this_process,
 )
-HEADER_SIZE = -(-HEADER_SIZE // mmap.ALLOCATIONGRANULARITY) * mmap.ALLOCATIONGRANULARITY
-
-STATE_INIT, STATE_READY, STATE_REMOVED = 0, 1, 2
-FLAG_PERSISTENT = 1
 
 # How long an open waits for another process's create/attach/close to finish
 # before it gives up (TimeoutError): far longer than any of them takes.
@@ -62,26 +59,6 @@ LOCK_TIMEOUT = 10.0
 STALE_INIT_AFTER = 1.0
 
 
-class Header(NamedTuple):
-    magic: bytes
-    version: int
-    state: int
-    header_size: int
-    flags: int
-    total: int
-    param0: int
-    param1: int
-    slots: int
-    slot_offset: int
-    name_len: int
-    creator_pid: int
-    created_ns: int
-
-
-def read_header(mm: mmap.mmap) -> Header:
-    return Header(*_HEADER.unpack_from(mm, 0))
-
-
 def _rename(error: OSError, name: str) -> OSError:
     """The same OSError (class, errno, message) naming the user's object."""
     if error.filename == name:
@@ -89,18 +66,6 @@ def _rename(error: OSError, name: str) -> OSError:
     new = type(error)(error.errno, error.strerror, name)
     new.__cause__ = error.__cause__
     return new
-
-
-def _self() -> tuple[int, int, int]:
-    pid = os.getpid()
-    cached = _SELF.get(pid)
-    if cached is None:
-        token = _os.process_token(pid) or 0
-        cached = _SELF[pid] = (pid, token, _os.pid_namespace())
-    return cached
-
-
-_SELF: dict[int, tuple[int, int, int]] = {}
 
 
 class Kind:
@@ -266,7 +231,7 @@ class Core:
             tag = self.kind.tag()
             mm[NAME_OFFSET : NAME_OFFSET + len(raw_name)] = raw_name
             mm[TAG_OFFSET : TAG_OFFSET + len(tag)] = tag
-            _HEADER.pack_into(
+            HEADER_FORMAT.pack_into(
                 mm, 0, self._magic(), VERSION, STATE_INIT, HEADER_SIZE, flags, total,
                 p0, p1, SLOT_COUNT, SLOT_OFFSET, len(raw_name), pid, time.time_ns(),
             )  # fmt: skip
@@ -380,11 +345,11 @@ class Core:
     # -- the attach table ----------------------------------------------------------
     def _slots(self) -> list[tuple[int, int, int, int, int]]:
         assert self.mm is not None
-        return [_SLOT.unpack_from(self.mm, SLOT_OFFSET + i * _SLOT.size) for i in range(SLOT_COUNT)]
+        return [SLOT.unpack_from(self.mm, SLOT_OFFSET + i * SLOT.size) for i in range(SLOT_COUNT)]
 
     def _set_slot(self, i: int, values: tuple[int, int, int, int, int]) -> None:
         assert self.mm is not None
-        _SLOT.pack_into(self.mm, SLOT_OFFSET + i * _SLOT.size, *values)
+        SLOT.pack_into(self.mm, SLOT_OFFSET + i * SLOT.size, *values)
 
     def _reap(self) -> int:
         """Clear the slots of dead processes; return how many live ones remain."""
@@ -394,7 +359,7 @@ class Core:
     def _register(self) -> None:
         if _os.KERNEL_LIFETIME:
             return
-        pid, token, ns = _self()
+        pid, token, ns = this_process()
         free = None
         for i, (spid, opens, stoken, sns, _) in enumerate(self._slots()):
             if spid == pid and stoken == token and sns == ns:
@@ -414,7 +379,7 @@ class Core:
         self.registered = True
 
     def _unregister(self) -> None:
-        pid, token, ns = _self()
+        pid, token, ns = this_process()
         for i, (spid, opens, stoken, sns, _) in enumerate(self._slots()):
             if spid == pid and stoken == token and sns == ns:
                 self._set_slot(i, (pid, opens - 1, token, ns, 0) if opens > 1 else (0, 0, 0, 0, 0))
@@ -619,74 +584,3 @@ def finish_removal(kind: Kind, os_name: str, header: Header) -> bool:
         return False
     kind.remove_extras(os_name)
     return _os.segment_unlink(os_name)
-
-
-def reap(mm: mmap.mmap, clear: bool = True) -> tuple[int, int]:
-    """Count the live and the dead processes in the attach table, clearing
-    the slots of the dead ones unless ``clear`` is False."""
-    live = dead = 0
-    my_ns = _self()[2]
-    for i in range(SLOT_COUNT):
-        offset = SLOT_OFFSET + i * _SLOT.size
-        pid, _opens, token, ns, _ = _SLOT.unpack_from(mm, offset)
-        if pid == 0:
-            continue
-        if ns != my_ns or process_alive(pid, token):
-            live += 1  # another pid namespace cannot be checked from here
-        else:
-            dead += 1
-            if clear:
-                _SLOT.pack_into(mm, offset, 0, 0, 0, 0, 0)
-    return live, dead
-
-
-def stored_name(mm: mmap.mmap, header: Header) -> str:
-    """The user's name as the header has it (U+FFFD for bytes that are not
-    a name: the header is untrusted)."""
-    raw = bytes(mm[NAME_OFFSET : NAME_OFFSET + min(header.name_len, NAME_CAPACITY)])
-    try:
-        return raw.decode("utf-8", "surrogatepass")
-    except UnicodeDecodeError:
-        return raw.decode("utf-8", "replace")
-
-
-def process_alive(pid: int, token: int) -> bool:
-    current = _os.process_token(pid)
-    # token 0: the OS could not tell start times; trust the pid alone.
-    return current is not None and (token == 0 or current == 0 or current == token)
-
-
-def track(owner: object, core: Core) -> None:
-    """Tie ``core`` to the public object ``owner``.
-
-    When ``owner`` is collected while still open, the core is closed with a
-    ResourceWarning.  The kind's OS handles (a semaphore, a mutex mapping),
-    which ``owner``'s methods use without a lock, are released only once
-    ``owner`` is collected, when no thread can still be inside one of its
-    methods: a ``close()`` racing another thread's call never frees memory
-    that call is using (CPython's SemLock closes its semaphore in dealloc for
-    the same reason).  The callbacks hold the core, never ``owner``.
-    """
-    core.finalizer = weakref.finalize(owner, core.close, True)
-    # At exit _close_all closes instead, without warnings.  (typeshed gives
-    # finalize empty __slots__; the atexit property does exist.)
-    core.finalizer.atexit = False  # type: ignore[misc]
-    weakref.finalize(owner, core.kind.release, core.resources).atexit = False  # type: ignore[misc]
-    _LIVE.add(core)
-
-
-_LIVE: weakref.WeakSet[Core] = weakref.WeakSet()
-
-
-def _close_all() -> None:
-    # Interpreter exit: detach everything this process still has open, so the
-    # last process out removes its objects.  (Hosts that never run atexit are
-    # covered too: their slots are reaped by the next open or by gc.)
-    for core in list(_LIVE):
-        try:
-            core.close()
-        except Exception:  # never raise at exit
-            pass
-
-
-atexit.register(_close_all)

@@ -24,15 +24,15 @@ from dataclasses import dataclass, field
 from helpers import DEV_SHM, Child, ChildFailed, entries_of, header_path
 
 import ctipc
-from ctipc import _ring, _segment
+from ctipc import _header, _ring, _segment
 
 #: a single case may legitimately wait out a corrupt mutex (1 s patience per
 #: queue call) but never this long
 CASE_DEADLINE = 8.0
 
-HS = _segment.HEADER_SIZE
+HS = _header.HEADER_SIZE
 # (name, offset, width) of every header field, from the struct itself
-_FIELD_NAMES = _segment.Header._fields
+_FIELD_NAMES = _header.Header._fields
 _FIELD_FORMATS = ["8s", "I", "I", "I", "I", "Q", "Q", "Q", "I", "I", "I", "I", "Q"]
 FIELDS: list[tuple[str, int, int]] = []
 _off = 0
@@ -40,7 +40,7 @@ for _n, _f in zip(_FIELD_NAMES, _FIELD_FORMATS):
     _w = struct.calcsize("=" + _f)
     FIELDS.append((_n, _off, _w))
     _off += _w
-assert _off == _segment._HEADER.size
+assert _off == _header.HEADER_FORMAT.size
 STATE_OFFSET = dict((n, o) for n, o, _ in FIELDS)["state"]
 
 LETTER = {"s": ctipc.Semaphore, "l": ctipc.Lock, "m": ctipc.SharedMemory, "q": ctipc.MessageQueue}
@@ -62,8 +62,8 @@ def _extremes(rng: random.Random, width: int, file_size: int) -> int:
         file_size - 1,
         HS,
         HS - 1,
-        _segment.NAME_CAPACITY,
-        _segment.NAME_CAPACITY + 1,
+        _header.NAME_CAPACITY,
+        _header.NAME_CAPACITY + 1,
         12288,
         16384,
         65536,
@@ -113,15 +113,15 @@ def _mutate(rng: random.Random, letter: str, buf: bytearray, my_ns: int) -> list
             _set_word(buf, off, width, value)
             done.append(f"{fname}={value}")
     elif what == "bytes":
-        limit = rng.choice([_segment.NAME_OFFSET, _segment.SLOT_OFFSET, HS])
+        limit = rng.choice([_header.NAME_OFFSET, _header.SLOT_OFFSET, HS])
         off = rng.randrange(0, limit)
         data = _fill(rng, rng.randrange(1, 65))
         _put_at(buf, off, data)
         done.append(f"bytes@{off}={data.hex()}")
     elif what == "slots":
-        count = rng.choice([1, 3, 16, _segment.SLOT_COUNT])
+        count = rng.choice([1, 3, 16, _header.SLOT_COUNT])
         for _ in range(count):
-            i = rng.randrange(_segment.SLOT_COUNT)
+            i = rng.randrange(_header.SLOT_COUNT)
             pid = rng.choice([1, os.getpid(), rng.getrandbits(32), rng.randrange(2, 1 << 22)])
             slot = (
                 pid,
@@ -130,18 +130,18 @@ def _mutate(rng: random.Random, letter: str, buf: bytearray, my_ns: int) -> list
                 rng.choice([my_ns, 0, rng.getrandbits(64)]),
                 rng.choice([0, rng.getrandbits(64)]),
             )
-            _put_at(buf, _segment.SLOT_OFFSET + i * _segment._SLOT.size, _segment._SLOT.pack(*slot))
+            _put_at(buf, _header.SLOT_OFFSET + i * _header.SLOT.size, _header.SLOT.pack(*slot))
         done.append(f"{count} slots")
     elif what == "name":
-        name_len = rng.choice([0, _segment.NAME_CAPACITY, _segment.NAME_CAPACITY + 1,
+        name_len = rng.choice([0, _header.NAME_CAPACITY, _header.NAME_CAPACITY + 1,
                                0xFFFFFFFF, rng.getrandbits(32), rng.randrange(1, 300)])  # fmt: skip
         _set_word(buf, dict((n, o) for n, o, _ in FIELDS)["name_len"], 4, name_len)
         data = _fill(rng, rng.randrange(1, 64))
-        _put_at(buf, _segment.NAME_OFFSET + rng.randrange(0, 64), data)
+        _put_at(buf, _header.NAME_OFFSET + rng.randrange(0, 64), data)
         done.append(f"name_len={name_len} name bytes {data.hex()}")
     elif what == "tag":
-        data = _fill(rng, rng.randrange(1, _segment.TAG_CAPACITY + 1))
-        _put_at(buf, _segment.TAG_OFFSET, data)
+        data = _fill(rng, rng.randrange(1, _header.TAG_CAPACITY + 1))
+        _put_at(buf, _header.TAG_OFFSET, data)
         done.append(f"tag={data.hex()}")
     elif what == "area":
         if letter == "q":
@@ -198,8 +198,8 @@ def _mutate(rng: random.Random, letter: str, buf: bytearray, my_ns: int) -> list
     # A header left "being created" (0) or "removed" (2) only makes an open
     # wait (1 s, or the 10 s open timeout): not what this fuzz is after.
     state = int.from_bytes(buf[STATE_OFFSET : STATE_OFFSET + 4], sys.byteorder)
-    if state in (_segment.STATE_INIT, _segment.STATE_REMOVED):
-        _set_word(buf, STATE_OFFSET, 4, _segment.STATE_READY)
+    if state in (_header.STATE_INIT, _header.STATE_REMOVED):
+        _set_word(buf, STATE_OFFSET, 4, _header.STATE_READY)
     return done
 
 
@@ -384,7 +384,7 @@ def build_case(seed: int, index: int, name: str, my_ns: int) -> tuple[str, str, 
 def run_batch(seed: int, indices: range, names: list[str], tally: Tally) -> None:
     """Build and run the cases ``indices`` (object names ``names``), then
     remove every object they made."""
-    my_ns = _segment._self()[2]
+    my_ns = _header.this_process()[2]
     batch: list[tuple[str, str, str]] = []
     try:
         for index, name in zip(indices, names):

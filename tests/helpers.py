@@ -24,7 +24,7 @@ from collections.abc import Callable
 from typing import Any
 
 import ctipc
-from ctipc import _names, _segment
+from ctipc import _header, _names, _segment
 
 #: Seconds a cross-process handshake may take before the test fails.  Far
 #: longer than it ever takes; a child's start is the slow part (~0.1 s).
@@ -102,18 +102,18 @@ def exists(cls: type, name: str) -> bool:
     return True
 
 
-def stored_header(path: str) -> tuple[_segment.Header, str] | None:
+def stored_header(path: str) -> tuple[_header.Header, str] | None:
     """(header, user name) read straight from a segment file, or None."""
     try:
         with open(path, "rb") as f:
-            raw = f.read(_segment.NAME_OFFSET + _segment.NAME_CAPACITY)
+            raw = f.read(_header.NAME_OFFSET + _header.NAME_CAPACITY)
     except OSError:
         return None
-    if len(raw) < _segment.NAME_OFFSET:
+    if len(raw) < _header.NAME_OFFSET:
         return None
-    header = _segment.Header(*_segment._HEADER.unpack_from(raw, 0))
-    n = min(header.name_len, _segment.NAME_CAPACITY)
-    name = raw[_segment.NAME_OFFSET : _segment.NAME_OFFSET + n].decode("utf-8", "replace")
+    header = _header.Header(*_header.HEADER_FORMAT.unpack_from(raw, 0))
+    n = min(header.name_len, _header.NAME_CAPACITY)
+    name = raw[_header.NAME_OFFSET : _header.NAME_OFFSET + n].decode("utf-8", "replace")
     return header, name
 
 

@@ -20,7 +20,7 @@ import pytest
 from helpers import HAVE_DEV_SHM, exists, header_path, semaphore_path
 
 import ctipc
-from ctipc import _segment
+from ctipc import _header
 from ctipc._backend import os_backend
 
 pytestmark = pytest.mark.skipif(not HAVE_DEV_SHM, reason="objects are not files in /dev/shm here")
@@ -124,8 +124,8 @@ def test_shared_memory_size_that_contradicts_the_total_is_corrupt(name: str) -> 
 def test_lock_of_another_mutex_abi_is_incompatible(name: str, tag: bytes) -> None:
     lock = ctipc.Lock(name)
     try:
-        field = tag + bytes(_segment.TAG_CAPACITY - len(tag))
-        with patched(header_path(ctipc.Lock, name), _segment.TAG_OFFSET, field):
+        field = tag + bytes(_header.TAG_CAPACITY - len(tag))
+        with patched(header_path(ctipc.Lock, name), _header.TAG_OFFSET, field):
             with pytest.raises(ctipc.IncompatibleError) as info:
                 ctipc.Lock(name)
             assert info.value.name == name
@@ -144,7 +144,7 @@ def test_garbage_in_the_slot_table_is_reaped(name: str) -> None:
     garbage = b"".join(
         struct.pack("=IIQQQ", 0xFFFFFF00 + i, 3, 0xDEADBEEF + i, ns, 0xFFFF) for i in range(1, 200)
     )
-    offset = _segment.SLOT_OFFSET + _segment._SLOT.size * 8
+    offset = _header.SLOT_OFFSET + _header.SLOT.size * 8
     with open(path, "r+b") as f:
         f.seek(offset)
         f.write(garbage)
@@ -219,7 +219,7 @@ def test_truncated_segment_is_not_found_by_attach(name: str, length: int) -> Non
 @needs_persistent
 def test_segment_shorter_than_its_total_is_corrupt(name: str) -> None:
     path = persistent_remains(name, size=100_000)
-    os.truncate(path, _segment.HEADER_SIZE + 10)
+    os.truncate(path, _header.HEADER_SIZE + 10)
     start = time.monotonic()
     with pytest.raises(ctipc.CorruptedError):
         ctipc.SharedMemory(name)
@@ -231,7 +231,7 @@ def test_zero_filled_segment_left_by_a_dead_creator_is_replaced(name: str) -> No
     path = header_path(ctipc.SharedMemory, name)
     fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o600)
     try:
-        os.ftruncate(fd, _segment.HEADER_SIZE)
+        os.ftruncate(fd, _header.HEADER_SIZE)
     finally:
         os.close(fd)
     start = time.monotonic()

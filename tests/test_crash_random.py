@@ -36,7 +36,7 @@ from helpers import (
 )
 
 import ctipc
-from ctipc import _segment
+from ctipc import _header
 
 pytestmark = pytest.mark.skipif(
     not HAVE_SIGKILL or sys.platform == "win32", reason="needs SIGKILL and POSIX"
@@ -145,11 +145,11 @@ _CREATE_AND_WAIT = """
 def _forge_slots(name: str, slots: list[tuple[int, int]]) -> None:
     """Write (pid, start token) into the first attach slots of SharedMemory
     ``name`` (docs/FORMAT.md section 6), in this process's pid namespace."""
-    ns = _segment._self()[2]
+    ns = _header.this_process()[2]
     with open(header_path(ctipc.SharedMemory, name), "r+b") as f:
         for i, (pid, token) in enumerate(slots):
-            f.seek(_segment.SLOT_OFFSET + i * _segment._SLOT.size)
-            f.write(_segment._SLOT.pack(pid, 1, token, ns, 0))
+            f.seek(_header.SLOT_OFFSET + i * _header.SLOT.size)
+            f.write(_header.SLOT.pack(pid, 1, token, ns, 0))
 
 
 def _gc() -> list[str]:

@@ -24,7 +24,7 @@ import pytest
 from fake_backend import ContractError, FakeBackend, OsProxy
 
 import ctipc
-from ctipc import _backend, _names, _segment
+from ctipc import _backend, _base, _header, _names, _segment
 from ctipc._consts import WAIT_SLICE
 
 A, B, C = 1001, 1002, 1003
@@ -48,12 +48,13 @@ def fake(
         if module_name.startswith("ctipc") and getattr(module, "_os", None) is real:
             monkeypatch.setattr(module, "_os", backend)
             patched.append(module_name)
-    assert {"ctipc._segment", "ctipc.semaphore", "ctipc.shm"} <= set(patched)
+    assert {"ctipc._header", "ctipc._segment", "ctipc.semaphore", "ctipc.shm"} <= set(patched)
     monkeypatch.setattr(_backend, "os_backend", backend)
     monkeypatch.setattr(_segment, "os", OsProxy(backend))
-    monkeypatch.setattr(_segment, "_SELF", {})
+    monkeypatch.setattr(_header, "os", OsProxy(backend))
+    monkeypatch.setattr(_header, "_THIS", {})
     finalizers = set(weakref.finalize._registry)  # type: ignore[attr-defined]
-    cores = set(_segment._LIVE)
+    cores = set(_base._LIVE)
     try:
         yield backend
         report = getattr(request.node, "rep_call", None)
@@ -72,7 +73,7 @@ def fake(
         # backend with fake handles (at their collection, or at exit).
         for f in set(weakref.finalize._registry) - finalizers:  # type: ignore[attr-defined]
             f.detach()
-        for core in set(_segment._LIVE) - cores:
+        for core in set(_base._LIVE) - cores:
             core.closed = True
 
 
@@ -393,7 +394,7 @@ def test_unlink_is_a_no_op_where_objects_die_with_their_handles(fake: FakeBacken
 @kernel_only
 def test_no_attach_table_where_the_kernel_keeps_count(fake: FakeBackend) -> None:
     with ctipc.SharedMemory("k", 10) as shm:
-        raw = shm._core.mm[_segment.SLOT_OFFSET : _segment.SLOT_OFFSET + _segment.SLOT_COUNT * 32]
+        raw = shm._core.mm[_header.SLOT_OFFSET : _header.SLOT_OFFSET + _header.SLOT_COUNT * 32]
         assert raw == bytes(len(raw))
     assert fake.calls.get("process_token", 0) == 0
 
@@ -420,7 +421,7 @@ def test_attach_table_counts_opens_per_process(fake: FakeBackend) -> None:
 def test_too_many_processes(fake: FakeBackend, cls: type) -> None:
     objs = []
     try:
-        for i in range(_segment.SLOT_COUNT):
+        for i in range(_header.SLOT_COUNT):
             with fake.as_process(2000 + i):
                 objs.append((2000 + i, make(cls, "many")))
         gc.collect()
@@ -590,7 +591,7 @@ def test_fake_rejects_contract_violations(fake: FakeBackend) -> None:
         fake.semaphore_unlink("ctipc-sv-test")
     with pytest.raises(ContractError):
         fake.segment_close(seg)  # twice
-    assert struct.calcsize("=IIQQQ") == _segment._SLOT.size
+    assert struct.calcsize("=IIQQQ") == _header.SLOT.size
 
 
 # -- both backends implement the whole protocol ------------------------------------------

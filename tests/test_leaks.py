@@ -15,7 +15,7 @@ import pytest
 from helpers import HAVE_DEV_SHM, HAVE_PROC_FD, header_path, semaphore_path
 
 import ctipc
-from ctipc import _segment
+from ctipc import _base, _header
 from ctipc._backend import os_backend
 
 # Measured: ~0.25 ms per SharedMemory cycle and ~0.4 ms per Semaphore cycle
@@ -43,7 +43,7 @@ def state() -> tuple:
     # kept by a finalizer's closure is only freed by a later collection.
     for _ in range(3):
         gc.collect()
-    return (fds(), maps(), len(_segment._LIVE), len(_segment._SELF))
+    return (fds(), maps(), len(_base._LIVE), len(_header._THIS))
 
 
 def leftovers(name: str) -> list[str]:
@@ -146,12 +146,12 @@ def test_attach_to_a_full_table_releases_what_it_opened(name: str, cls: type) ->
     inodes = _inodes(cls, name)
     assert _mappings_of(inodes) != []
     ns = os_backend.pid_namespace()
-    table = _segment.SLOT_OFFSET
+    table = _header.SLOT_OFFSET
     # Processes in another pid namespace: alive as far as this one can tell.
     # They take every slot, also the holder's (so that this process's attach
     # needs a slot of its own); the table is put back afterwards.
     others = b"".join(
-        _segment._SLOT.pack(100_000 + i, 1, 1, ns + 1, 0) for i in range(_segment.SLOT_COUNT)
+        _header.SLOT.pack(100_000 + i, 1, 1, ns + 1, 0) for i in range(_header.SLOT_COUNT)
     )
     with open(path, "r+b") as f:
         f.seek(table)
