@@ -400,3 +400,13 @@ def http_get(url: str, timeout: float = 10.0) -> tuple[int, str]:
             return e.code, e.read().decode("utf-8")
         finally:
             e.close()
+
+
+def drain(q: ctipc.MessageQueue) -> list[bytes]:
+    """Every message in ``q`` now (none is being put)."""
+    out = []
+    while True:
+        try:
+            out.append(q.get_nowait())
+        except ctipc.Empty:
+            return out

@@ -36,6 +36,7 @@ from helpers import (
     HAVE_SIGKILL,
     MQ_IMPORT,
     Child,
+    drain,
     exists,
     header_path,
     run_threads,
@@ -79,16 +80,6 @@ def assert_queue_gone(name: str) -> None:
         assert q_entries(name) == []
     with pytest.raises(FileNotFoundError):
         MQ(name, create=False)
-
-
-def drain(q: ctipc.MessageQueue) -> list[bytes]:
-    """Every message in ``q`` now (none is being put)."""
-    out = []
-    while True:
-        try:
-            out.append(q.get_nowait())
-        except ctipc.Empty:
-            return out
 
 
 def fill(q: ctipc.MessageQueue, size: int) -> list[bytes]:

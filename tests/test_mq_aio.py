@@ -23,7 +23,7 @@ from contextlib import contextmanager
 from typing import Any, Callable
 
 import pytest
-from helpers import DEADLINE, Child
+from helpers import DEADLINE, Child, drain
 
 import ctipc
 
@@ -61,15 +61,6 @@ def aio_queue(name: str, **kwargs: Any) -> Iterator[ctipc.MessageQueue]:
         for t in set(threading.enumerate()) - before:
             t.join(max(0.0, deadline - time.monotonic()))
         q.close()
-
-
-def drain(q: ctipc.MessageQueue) -> list[bytes]:
-    out = []
-    while True:
-        try:
-            out.append(q.get_nowait())
-        except ctipc.Empty:
-            return out
 
 
 #: a child that, once told (or after 5 s on its own, so that a test whose loop
