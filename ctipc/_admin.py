@@ -141,7 +141,7 @@ def _collect_one(os_name: str, kind: _segment.Kind) -> str | None:
         try:
             h = read_header(mm)
             if h.state == STATE_READY:
-                if reap(mm)[0] or h.flags & FLAG_PERSISTENT:
+                if reap(mm)[0] or h.flags & FLAG_PERSISTENT or kind.abandoned_held(seg):
                     return None
             elif h.state == STATE_REMOVED:
                 # its remover died between marking and unlinking it

@@ -18,6 +18,7 @@ import threading
 import time
 from typing import Any, Callable
 
+from ._args import check_open_args, check_size
 from ._backend import MUTEX_TIMEOUT, WAIT_SLICE
 from ._backend import os_backend as _os
 from ._base import Closable, mutex_error
@@ -50,7 +51,7 @@ from ._ring import (
     wake,
 )
 from ._segment import Core, Header
-from ._wait import Spinner, check_open_args, check_size
+from ._wait import Spinner
 
 __all__ = ["QueueCore"]
 
@@ -74,7 +75,7 @@ class QueueCore(Closable):
         persistent: bool = False,
         permissions: int = 0o600,
     ) -> None:
-        mode = check_open_args(name, create, permissions)
+        mode = check_open_args(name, create, persistent, permissions)
         check_size(capacity, "capacity")
         check_size(max_message, "max_message")
         if max_message is not None and max_message >= WRAP:

@@ -97,6 +97,13 @@ class Kind:
         ``resources`` (pop them: this may run twice).  Called when opening
         fails, and once the public object is collected (see ``track``)."""
 
+    def abandoned_held(self, seg: Any) -> bool:
+        """With the segment lock held and no live process attached: True if
+        the object keeps a fact that outlives its users, so it must not be
+        reaped (a Lock whose holder died holding it: the next ``acquire``
+        must still report ``owner_died``).  Reads only; changes nothing."""
+        return False
+
     def count(self, seg: Any) -> int | None:
         """How many items the object holds (for ``ls``), if the kind counts."""
         return None
@@ -277,7 +284,11 @@ class Core:
             self._check_tag(mm)
             if not _os.KERNEL_LIFETIME:
                 live = self._reap()
-                if not live and not header.flags & FLAG_PERSISTENT:
+                if (
+                    not live
+                    and not header.flags & FLAG_PERSISTENT
+                    and not self.kind.abandoned_held(self.seg)
+                ):
                     # Everyone who had it open died without closing: the
                     # object should already be gone.  Remove it now.
                     self._mark_removed()

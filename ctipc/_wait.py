@@ -1,4 +1,4 @@
-"""Argument checks and the one blocking-wait recipe every primitive uses."""
+"""The one blocking-wait recipe every primitive uses, and polling before a sleep."""
 
 from __future__ import annotations
 
@@ -6,21 +6,6 @@ import time
 from typing import Callable
 
 from ._consts import SPIN, WAIT_SLICE
-from ._names import validate_name
-
-
-def check_timeout(blocking: bool, timeout: float | None) -> float | None:
-    """Validate ``(blocking, timeout)`` like ``threading.Lock.acquire``;
-    return the timeout in seconds, or None for "forever"."""
-    if timeout is None or timeout == -1:
-        return None
-    if isinstance(timeout, bool) or not isinstance(timeout, (int, float)):
-        raise TypeError(f"timeout must be a number or None, not {type(timeout).__name__}")
-    if not blocking:
-        raise ValueError("can't specify a timeout for a non-blocking call")
-    if timeout < 0 or timeout != timeout:
-        raise ValueError("timeout value must be a non-negative number")
-    return float(timeout)
 
 
 class Spinner:
@@ -94,34 +79,3 @@ def wait(
         check_open()
         if attempt(slice_):
             return True
-
-
-def check_open_args(name: object, create: object, permissions: object) -> int:
-    """The checks every constructor starts with; returns the mode."""
-    validate_name(name)
-    check_create(create)
-    return check_permissions(permissions)
-
-
-def check_create(create: object) -> bool | None:
-    if create is not None and not isinstance(create, bool):
-        raise TypeError(f"create must be None, True or False, not {create!r}")
-    return create
-
-
-def check_permissions(permissions: object) -> int:
-    if isinstance(permissions, bool) or not isinstance(permissions, int):
-        raise TypeError(f"permissions must be an int such as 0o600, not {permissions!r}")
-    if not 0 <= permissions <= 0o777:
-        raise ValueError(f"permissions must be within 0o000..0o777, got {permissions:#o}")
-    return permissions
-
-
-def check_size(value: object, what: str, allow_none: bool = True) -> int | None:
-    if value is None and allow_none:
-        return None
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise TypeError(f"{what} must be an int, not {type(value).__name__}")
-    if value <= 0:
-        raise ValueError(f"{what} must be > 0, got {value}")
-    return value

@@ -9,6 +9,7 @@ import threading
 from typing import Any
 
 from . import _names
+from ._args import check_open_args, check_timeout
 from ._backend import MUTEX_OWNER_DIED, MUTEX_TIMEOUT
 from ._backend import os_backend as _os
 from ._base import Acquirable, mutex_error
@@ -20,7 +21,7 @@ from ._segment import (
     Kind,
     register_kind,
 )
-from ._wait import Spinner, check_open_args, check_timeout, wait
+from ._wait import Spinner, wait
 
 __all__ = ["Lock", "Semaphore"]
 
@@ -81,7 +82,7 @@ class Semaphore(Acquirable):
         persistent: bool = False,
         permissions: int = 0o600,
     ) -> None:
-        mode = check_open_args(name, create, permissions)
+        mode = check_open_args(name, create, persistent, permissions)
         if isinstance(initial, bool) or not isinstance(initial, int):
             raise TypeError(f"initial must be an int, not {type(initial).__name__}")
         if not 0 <= initial <= SEM_VALUE_MAX:
@@ -199,7 +200,7 @@ class Lock(Acquirable):
         persistent: bool = False,
         permissions: int = 0o600,
     ) -> None:
-        mode = check_open_args(name, create, permissions)
+        mode = check_open_args(name, create, persistent, permissions)
         core = Core(_LockKind(), name)
         core.open(create, bool(persistent), mode, (None, None), _no_check)
         self._mutex = core.resources["mutex"]

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import mmap
 
+from ._args import check_open_args, check_size
 from ._backend import os_backend as _os
 from ._base import Closable
 from ._errors import CorruptedError, IncompatibleError
 from ._segment import HEADER_SIZE, Core, Header, Kind, register_kind
-from ._wait import check_open_args, check_size
 
 __all__ = ["SharedMemory"]
 
@@ -70,7 +70,7 @@ class SharedMemory(Closable):
         persistent: bool = False,
         permissions: int = 0o600,
     ) -> None:
-        mode = check_open_args(name, create, permissions)
+        mode = check_open_args(name, create, persistent, permissions)
         size = check_size(size, "size")
         if create is True and size is None:
             raise ValueError("size is needed to create a SharedMemory")

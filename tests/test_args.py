@@ -128,3 +128,25 @@ def test_keyword_only_options(name: str) -> None:
 @pytest.mark.parametrize("cls", KINDS, ids=lambda c: c.__name__)
 def test_persistent_refused_where_unsupported(name: str, cls: type) -> None:
     assert_rejected(ValueError, lambda: make(cls, name, persistent=True), name)
+
+
+@pytest.mark.parametrize("cls", [*KINDS, ctipc.MessageQueue], ids=lambda c: c.__name__)
+@pytest.mark.parametrize("bad", ["no", 1, None, 0.0], ids=repr)
+def test_bad_persistent(cls: type, bad: object, name: str) -> None:
+    assert_rejected(TypeError, lambda: make(cls, name, persistent=bad), name)
+
+
+@pytest.mark.parametrize(
+    "cls, arg",
+    [
+        (ctipc.SharedMemory, "size"),
+        (ctipc.MessageQueue, "capacity"),
+        (ctipc.MessageQueue, "max_message"),
+    ],
+)
+@pytest.mark.parametrize("huge", [2**48 + 1, 2**63, 2**64 + 5])
+def test_sizes_too_large_for_any_machine(cls: type, arg: str, huge: int, name: str) -> None:
+    # ValueError in ctipc's words, never an OverflowError from a conversion
+    with pytest.raises(ValueError, match=arg):
+        cls(name, **{arg: huge})
+    assert not exists(cls, name)
