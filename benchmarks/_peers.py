@@ -26,7 +26,9 @@ import os
 import struct
 from typing import Any
 
+from _limits import kib, msgqueue_limit, posix_queue_refusal, read_int
 from _msgs import Checker, Payload
+from _run import Skipped, tag
 
 WAIT = float(
     os.environ.get("CTIPC_BENCH_WAIT", "60")
@@ -83,7 +85,11 @@ class Transport:
                 return f"{module} does not import: {type(e).__name__}: {e}"
         return None
 
-    def max_size(self) -> int | None:
+    def cannot(self, size: int, producers: int) -> str | None:
+        """None, or why this transport cannot run ``producers`` → 1 with
+        messages of ``size`` bytes here (a limit of the OS or of the peer)."""
+        if producers > 1 and not self.many_producers:
+            return "takes one writer only"
         return None
 
     def note(self, size: int) -> str:
@@ -389,14 +395,6 @@ class OsPipe(MpPipe):
 # -- posix_ipc and sysv_ipc --------------------------------------------------------------
 
 
-def _read_int(path: str, default: int) -> int:
-    try:
-        with open(path) as f:
-            return int(f.read().split()[0])
-    except (OSError, ValueError, IndexError):
-        return default
-
-
 class _PosixMQTx(Tx):
     def __init__(self, name: str) -> None:
         import posix_ipc
@@ -429,33 +427,80 @@ class _PosixMQRx(Rx):
 
 
 class PosixMQ(Transport):
+    """As deep as fs.mqueue.msg_max allows (and 1 MiB worth at most); less
+    where RLIMIT_MSGQUEUE would refuse that queue, which ``note`` then says."""
+
     label = "posix_ipc.MQ"
     needs = ("posix_ipc",)
+
+    def __init__(self) -> None:
+        self._plans: dict[int, int | str] = {}  # size -> depth, or why none
 
     def limits(self) -> tuple[int, int]:
         """(most messages, largest message) a process may ask for here."""
         return (
-            _read_int("/proc/sys/fs/mqueue/msg_max", 10),
-            _read_int("/proc/sys/fs/mqueue/msgsize_max", 8192),
+            read_int("/proc/sys/fs/mqueue/msg_max", 10),
+            read_int("/proc/sys/fs/mqueue/msgsize_max", 8192),
         )
 
-    def max_size(self) -> int | None:
-        return self.limits()[1]
+    def plan(self, size: int) -> int | str:
+        """The depth of a queue of ``size``-byte messages, or why there is
+        none: asked of the kernel once, by creating and removing one."""
+        if size not in self._plans:
+            self._plans[size] = self._probe(size)
+        return self._plans[size]
 
-    def depth(self, size: int) -> int:
-        most, _ = self.limits()
-        return max(1, min(most, buffer_bytes(size) // size))
+    def _probe(self, size: int) -> int | str:
+        import posix_ipc
+
+        most, largest = self.limits()
+        wanted = max(1, min(most, buffer_bytes(size) // size))
+        refused = posix_queue_refusal(posix_ipc, "/" + tag(), wanted, size)
+        if refused is None:
+            return wanted
+        if refused.startswith("ValueError") and size > largest:
+            return f"fs.mqueue.msgsize_max is {largest} B (mq_open: EINVAL)"
+        # Too large for this user's RLIMIT_MSGQUEUE (posix_ipc's OSError for
+        # EMFILE): the deepest queue that still fits, found by bisection.
+        fits, fails = 0, wanted
+        while fails - fits > 1:
+            mid = (fits + fails) // 2
+            if posix_queue_refusal(posix_ipc, "/" + tag(), mid, size) is None:
+                fits = mid
+            else:
+                fails = mid
+        if not fits:
+            limit = kib(msgqueue_limit() or 0)
+            return f"even 1 message of {kib(size)} passes RLIMIT_MSGQUEUE ({limit}): {refused}"
+        return fits
+
+    def cannot(self, size: int, producers: int) -> str | None:
+        depth = self.plan(size)
+        return depth if isinstance(depth, str) else None
 
     def note(self, size: int) -> str:
-        return f"{self.depth(size)} messages deep (fs.mqueue.msg_max)"
+        depth = self.plan(size)
+        if isinstance(depth, str):
+            return ""
+        most = self.limits()[0]
+        if depth < min(most, buffer_bytes(size) // size):
+            limit = kib(msgqueue_limit() or 0)
+            return f"{depth} messages deep (RLIMIT_MSGQUEUE {limit} allows no more)"
+        return f"{depth} messages deep (fs.mqueue.msg_max)"
 
     def open(self, ctx: Any, size: int, tag: str) -> Channel:
         import posix_ipc
 
+        depth = self.plan(size)
+        if isinstance(depth, str):
+            raise Skipped(depth)
         name = "/" + tag
-        q = posix_ipc.MessageQueue(
-            name, posix_ipc.O_CREX, max_messages=self.depth(size), max_message_size=size
-        )
+        try:
+            q = posix_ipc.MessageQueue(
+                name, posix_ipc.O_CREX, max_messages=depth, max_message_size=size
+            )
+        except OSError as e:  # this user's other queues took the room meanwhile
+            raise Skipped(f"OSError: {e} (RLIMIT_MSGQUEUE {kib(msgqueue_limit() or 0)})") from None
         return Channel(name, q)
 
     def close(self, ch: Channel) -> None:
@@ -473,11 +518,14 @@ class SysvMQ(Transport):
     label = "sysv_ipc.MQ"
     needs = ("sysv_ipc",)
 
-    def max_size(self) -> int | None:
-        return _read_int("/proc/sys/kernel/msgmax", 8192)
+    def cannot(self, size: int, producers: int) -> str | None:
+        largest = read_int("/proc/sys/kernel/msgmax", 8192)
+        if size > largest:
+            return f"kernel.msgmax is {largest} B (msgsnd: EINVAL)"
+        return None
 
     def note(self, size: int) -> str:
-        return f"{_read_int('/proc/sys/kernel/msgmnb', 16384)} B deep (kernel.msgmnb)"
+        return f"{read_int('/proc/sys/kernel/msgmnb', 16384)} B deep (kernel.msgmnb)"
 
     def open(self, ctx: Any, size: int, tag: str) -> Channel:
         import sysv_ipc

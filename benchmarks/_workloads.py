@@ -232,7 +232,7 @@ def _sem_loop(ready: Ready, s: Sem, handle: Any, n: int) -> dict:
     if s.pingpong:
         obj.release()  # a semaphore opened at 0: one permit to take and give back
     ready()
-    acquire, release = obj.acquire, obj.release
+    acquire, release = s.calls(obj)
     t0 = time.perf_counter_ns()
     for _ in range(n):
         acquire()
