@@ -397,7 +397,7 @@ class OsPipe(MpPipe):
 
 class _PosixMQTx(Tx):
     def __init__(self, name: str) -> None:
-        import posix_ipc
+        import posix_ipc  # type: ignore[import-not-found]
 
         self.q = posix_ipc.MessageQueue(name)
 
@@ -528,7 +528,7 @@ class SysvMQ(Transport):
         return f"{read_int('/proc/sys/kernel/msgmnb', 16384)} B deep (kernel.msgmnb)"
 
     def open(self, ctx: Any, size: int, tag: str) -> Channel:
-        import sysv_ipc
+        import sysv_ipc  # type: ignore[import-not-found]
 
         q = sysv_ipc.MessageQueue(None, sysv_ipc.IPC_CREX, max_message_size=size)
         return Channel(q.key, q)
@@ -603,7 +603,7 @@ class FasterFifo(Transport):
         return ("put_many/get_many, " if self.batch else "") + "pickles"
 
     def open(self, ctx: Any, size: int, tag: str) -> Channel:
-        import faster_fifo
+        import faster_fifo  # type: ignore[import-not-found]
 
         return Channel(faster_fifo.Queue(max_size_bytes=buffer_bytes(size)))
 

@@ -7,6 +7,7 @@ repeat), then summarised as median [min–max] over the repeats.
 
 from __future__ import annotations
 
+import importlib
 import json
 import os
 import platform
@@ -139,11 +140,11 @@ def print_case(case: Case, repeats: int) -> None:
             notes.insert(0, f"FAILED {len(e.errors)}×: {e.errors[0]}")
         cells.append(f"skipped: {e.skipped}" if e.skipped else "; ".join(notes))
         rows.append(cells)
-    widths = [max(len(r[i]) for r in rows) for i in range(len(head))]
-    for r in rows:
+    widths = [max(len(row[i]) for row in rows) for i in range(len(head))]
+    for row in rows:
         line = "  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in
-                         enumerate(zip(r, widths)))  # fmt: skip
-        print(("  " + line + "  " + r[-1]).rstrip())
+                         enumerate(zip(row, widths)))  # fmt: skip
+        print(("  " + line + "  " + row[-1]).rstrip())
     print()
     sys.stdout.flush()
 
@@ -176,10 +177,10 @@ def to_json(path: str, info: dict[str, Any], versions: dict[str, str],
 def plot(path: str, cases: list[Case]) -> str | None:
     """Median rates and latencies as bar charts; a reason if matplotlib is missing."""
     try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
+        # imported by name: an optional extra that the type check does not
+        # follow (matplotlib's own sources need a newer Python than 3.9)
+        importlib.import_module("matplotlib").use("Agg")
+        plt = importlib.import_module("matplotlib.pyplot")
     except Exception as e:  # noqa: BLE001
         return f"no plot: matplotlib does not import ({e})"
     shown = [c for c in cases if c.workload in ("throughput", "fanin", "batch", "pingpong")]

@@ -88,7 +88,7 @@ class CtipcLock(Sem):
 
 class _PosixSem:
     def __init__(self, name: str) -> None:
-        import posix_ipc
+        import posix_ipc  # type: ignore[import-not-found]
 
         self.s = posix_ipc.Semaphore(name)
         self.busy = posix_ipc.BusyError
@@ -125,7 +125,7 @@ class PosixSemaphore(Sem):
 
 class _SysvSem:
     def __init__(self, key: int) -> None:
-        import sysv_ipc
+        import sysv_ipc  # type: ignore[import-not-found]
 
         self.s = sysv_ipc.Semaphore(key)
         self.busy = sysv_ipc.BusyError
