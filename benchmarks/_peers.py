@@ -13,7 +13,9 @@ without pickling where the API allows it (``Connection.send_bytes``),
 pyzmq's ``copy=False`` for large messages.  Where a buffer size can be
 chosen it is :func:`buffer_bytes` (1 MiB, or 4 messages if larger); where
 the OS fixes it (POSIX and System V queues, pipes) it is the OS's, which
-``note`` reports.  A receive that has a cheap timeout uses it; the others
+``note`` reports.  Where the OS refuses a cell (a message larger than its
+limit, a queue past RLIMIT_MSGQUEUE) ``cannot`` says why, and the suite
+skips that cell with the reason.  A receive that has a cheap timeout uses it; the others
 (``SimpleQueue``, pipes, System V) block, and the suite kills a worker that
 outlives its run's deadline.
 """
@@ -95,6 +97,11 @@ class Transport:
     def note(self, size: int) -> str:
         return ""
 
+    def limits(self, sizes: list[int]) -> str:
+        """The OS limits this transport runs within here, for the report's
+        header ("" if none matter)."""
+        return ""
+
     def version(self) -> str:
         if not self.needs:
             return ""
@@ -124,7 +131,12 @@ class Transport:
 
     # Ping-pong: two one-way channels unless the transport is two-way.
     def open_duplex(self, ctx: Any, size: int, tag: str) -> Channel:
-        a, b = self.open(ctx, size, tag + "a"), self.open(ctx, size, tag + "b")
+        a = self.open(ctx, size, tag + "a")
+        try:
+            b = self.open(ctx, size, tag + "b")
+        except BaseException:  # e.g. Skipped: no room for a second queue
+            self.close(a)
+            raise
         return Channel((a.handle, b.handle), (a, b))
 
     def close_duplex(self, ch: Channel) -> None:
@@ -436,7 +448,7 @@ class PosixMQ(Transport):
     def __init__(self) -> None:
         self._plans: dict[int, int | str] = {}  # size -> depth, or why none
 
-    def limits(self) -> tuple[int, int]:
+    def sysctls(self) -> tuple[int, int]:
         """(most messages, largest message) a process may ask for here."""
         return (
             read_int("/proc/sys/fs/mqueue/msg_max", 10),
@@ -453,7 +465,7 @@ class PosixMQ(Transport):
     def _probe(self, size: int) -> int | str:
         import posix_ipc
 
-        most, largest = self.limits()
+        most, largest = self.sysctls()
         wanted = max(1, min(most, buffer_bytes(size) // size))
         refused = posix_queue_refusal(posix_ipc, "/" + tag(), wanted, size)
         if refused is None:
@@ -478,11 +490,20 @@ class PosixMQ(Transport):
         depth = self.plan(size)
         return depth if isinstance(depth, str) else None
 
+    def limits(self, sizes: list[int]) -> str:
+        most, largest = self.sysctls()
+        plans = ", ".join(
+            f"{kib(n)}: {d if isinstance(d, int) else 'skipped'}"
+            for n, d in ((n, self.plan(n)) for n in sizes)
+        )
+        return (f"fs.mqueue.msg_max {most}, msgsize_max {kib(largest)}; "
+                f"queue depth per message size: {plans}")  # fmt: skip
+
     def note(self, size: int) -> str:
         depth = self.plan(size)
         if isinstance(depth, str):
             return ""
-        most = self.limits()[0]
+        most = self.sysctls()[0]
         if depth < min(most, buffer_bytes(size) // size):
             limit = kib(msgqueue_limit() or 0)
             return f"{depth} messages deep (RLIMIT_MSGQUEUE {limit} allows no more)"
@@ -526,6 +547,11 @@ class SysvMQ(Transport):
 
     def note(self, size: int) -> str:
         return f"{read_int('/proc/sys/kernel/msgmnb', 16384)} B deep (kernel.msgmnb)"
+
+    def limits(self, sizes: list[int]) -> str:
+        largest = read_int("/proc/sys/kernel/msgmax", 8192)
+        room = read_int("/proc/sys/kernel/msgmnb", 16384)
+        return f"kernel.msgmax {kib(largest)}, kernel.msgmnb {kib(room)}"
 
     def open(self, ctx: Any, size: int, tag: str) -> Channel:
         import sysv_ipc  # type: ignore[import-not-found]

@@ -105,12 +105,13 @@ def machine() -> dict[str, Any]:
 
 
 def print_header(info: dict[str, Any], versions: dict[str, str], skipped: dict[str, str],
-                 command: str, limits: str) -> None:  # fmt: skip
+                 command: str, limits: list[str]) -> None:  # fmt: skip
     print(f"ctipc benchmark suite — {info['date']}")
     print(f"  machine: {info['cpu']}, {info['cores']} cores; load average {info['loadavg']}")
     print(f"  OS: {info['os']}; Python: {info['python']}")
     print("  versions: " + ", ".join(f"{k} {v}" for k, v in versions.items()))
-    print(f"  limits: {limits}")
+    for line in limits:
+        print(f"  limits: {line}")
     for label, why in skipped.items():
         print(f"  skipped {label}: {why}")
     print(f"  command: {command}")
@@ -123,8 +124,9 @@ def print_case(case: Case, repeats: int) -> None:
     print(f"== {case.workload} · {case.param}  ({unit}, {better} is better; "
           f"ratio = {case.reference} ÷ row, median [min–max] of {repeats})")  # fmt: skip
     head = ["", unit, *(UNITS.get(x, x) for x in case.extra), "ratio"]
-    if case.baseline:
-        head.append(f"row ÷ {case.baseline}")
+    baseline = case.baseline if case.baseline and case.entry(case.baseline) else None
+    if baseline:
+        head.append(f"row ÷ {baseline}")
     rows = [[*head, "note"]]
     for e in case.entries:
         if not e.results and not e.skipped:
@@ -133,8 +135,8 @@ def print_case(case: Case, repeats: int) -> None:
         cells += [summary(values(e, x)) for x in case.extra]
         r = ratios(case, case.reference, e.label)
         cells.append(summary(r) if e.label != case.reference else "1")
-        if case.baseline:
-            cells.append(summary(ratios(case, e.label, case.baseline)))
+        if baseline:
+            cells.append(summary(ratios(case, e.label, baseline)))
         notes = [e.note] if e.note else []
         if e.errors:
             notes.insert(0, f"FAILED {len(e.errors)}×: {e.errors[0]}")
@@ -151,7 +153,7 @@ def print_case(case: Case, repeats: int) -> None:
 
 def to_json(path: str, info: dict[str, Any], versions: dict[str, str],
             skipped: dict[str, str], argv: list[str], cases: list[Case],
-            found: list[dict[str, Any]], limits: str) -> None:  # fmt: skip
+            found: list[dict[str, Any]], limits: list[str]) -> None:  # fmt: skip
     data = {
         "machine": info, "versions": versions, "skipped": skipped, "argv": argv,
         "limits": limits,

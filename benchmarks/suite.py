@@ -239,14 +239,17 @@ def main(argv: list[str] | None = None) -> int:
         elif keep(s.label):
             sems.append(s)
     versions = {k: v for k, v in versions.items() if v}
-    limits = raise_msgqueue_limit()  # before the peers' limits are probed (in build)
+    limits = [raise_msgqueue_limit()]  # before build() asks the kernel what fits
     ctx = multiprocessing.get_context("spawn")
     info = _report.machine()
     command = "python " + " ".join(shlex.quote(x) for x in ["benchmarks/suite.py", *argv])
-    _report.print_header(info, versions, skipped, command, limits)
     cases = build(args, ctx, ts, sems)
     if args.targets:
         cases = only_targets(cases)
+    sizes = [size for size, _, _ in SIZES] if "throughput" in args.only else [64]
+    shown = {e.label for c in cases for e in c.entries}
+    limits += [f"{t.label}: {t.limits(sizes)}" for t in ts if t.label in shown and t.limits(sizes)]
+    _report.print_header(info, versions, skipped, command, limits)
     run_all(cases, args.repeats, args.progress)
     for case in cases:
         _report.print_case(case, args.repeats)
