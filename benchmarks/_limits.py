@@ -25,7 +25,10 @@ def read_int(path: str, default: int) -> int:
 
 
 def kib(n: int) -> str:
-    return f"{n // 1024:,} KiB" if n and n % 1024 == 0 else f"{n:,} B"
+    """A size in bytes as the report shows it: 8 KiB, 1 MiB, 819,201 B."""
+    if n and n % (1 << 20) == 0:
+        return f"{n >> 20:,} MiB"
+    return f"{n >> 10:,} KiB" if n and n % 1024 == 0 else f"{n:,} B"
 
 
 def _show(n: int) -> str:

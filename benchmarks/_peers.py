@@ -546,7 +546,7 @@ class SysvMQ(Transport):
         return None
 
     def note(self, size: int) -> str:
-        return f"{read_int('/proc/sys/kernel/msgmnb', 16384)} B deep (kernel.msgmnb)"
+        return f"{kib(read_int('/proc/sys/kernel/msgmnb', 16384))} deep (kernel.msgmnb)"
 
     def limits(self, sizes: list[int]) -> str:
         largest = read_int("/proc/sys/kernel/msgmax", 8192)
