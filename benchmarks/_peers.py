@@ -470,8 +470,10 @@ class PosixMQ(Transport):
         refused = posix_queue_refusal(posix_ipc, "/" + tag(), wanted, size)
         if refused is None:
             return wanted
-        if refused.startswith("ValueError") and size > largest:
-            return f"fs.mqueue.msgsize_max is {largest} B (mq_open: EINVAL)"
+        if refused.startswith("ValueError"):  # EINVAL
+            if size > largest:
+                return f"fs.mqueue.msgsize_max is {kib(largest)} (mq_open: EINVAL)"
+            return f"mq_open refused {wanted} messages of {kib(size)}: {refused}"
         # Too large for this user's RLIMIT_MSGQUEUE (posix_ipc's OSError for
         # EMFILE): the deepest queue that still fits, found by bisection.
         fits, fails = 0, wanted
@@ -542,7 +544,10 @@ class SysvMQ(Transport):
     def cannot(self, size: int, producers: int) -> str | None:
         largest = read_int("/proc/sys/kernel/msgmax", 8192)
         if size > largest:
-            return f"kernel.msgmax is {largest} B (msgsnd: EINVAL)"
+            return f"kernel.msgmax is {kib(largest)} (msgsnd: EINVAL)"
+        room = read_int("/proc/sys/kernel/msgmnb", 16384)
+        if size > room:  # msgsnd would wait for room that never comes
+            return f"kernel.msgmnb is {kib(room)}: a queue holds no {kib(size)} message"
         return None
 
     def note(self, size: int) -> str:
