@@ -448,6 +448,15 @@ class PosixMQ(Transport):
     def __init__(self) -> None:
         self._plans: dict[int, int | str] = {}  # size -> depth, or why none
 
+    def available(self) -> str | None:
+        why = super().available()
+        if why is None:
+            import posix_ipc
+
+            if not posix_ipc.MESSAGE_QUEUES_SUPPORTED:  # macOS
+                return "posix_ipc has no message queues on this OS"
+        return why
+
     def sysctls(self) -> tuple[int, int]:
         """(most messages, largest message) a process may ask for here."""
         return (
