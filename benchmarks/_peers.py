@@ -15,9 +15,9 @@ chosen it is :func:`buffer_bytes` (1 MiB, or 4 messages if larger); where
 the OS fixes it (POSIX and System V queues, pipes) it is the OS's, which
 ``note`` reports.  Where the OS refuses a cell (a message larger than its
 limit, a queue past RLIMIT_MSGQUEUE) ``cannot`` says why, and the suite
-skips that cell with the reason.  A receive that has a cheap timeout uses it; the others
-(``SimpleQueue``, pipes, System V) block, and the suite kills a worker that
-outlives its run's deadline.
+skips that cell with the reason.  A receive that has a cheap timeout uses
+it; the others (``SimpleQueue``, pipes, System V) block, and the suite
+kills a worker that outlives its run's deadline.
 """
 
 from __future__ import annotations
@@ -464,6 +464,10 @@ class PosixMQ(Transport):
             read_int("/proc/sys/fs/mqueue/msgsize_max", 8192),
         )
 
+    def wanted(self, size: int) -> int:
+        """The depth asked for first: 1 MiB worth, as far as fs.mqueue.msg_max goes."""
+        return max(1, min(self.sysctls()[0], buffer_bytes(size) // size))
+
     def plan(self, size: int) -> int | str:
         """The depth of a queue of ``size``-byte messages, or why there is
         none: asked of the kernel once, by creating and removing one."""
@@ -474,8 +478,8 @@ class PosixMQ(Transport):
     def _probe(self, size: int) -> int | str:
         import posix_ipc
 
-        most, largest = self.sysctls()
-        wanted = max(1, min(most, buffer_bytes(size) // size))
+        largest = self.sysctls()[1]
+        wanted = self.wanted(size)
         refused = posix_queue_refusal(posix_ipc, "/" + tag(), wanted, size)
         if refused is None:
             return wanted
@@ -514,8 +518,7 @@ class PosixMQ(Transport):
         depth = self.plan(size)
         if isinstance(depth, str):
             return ""
-        most = self.sysctls()[0]
-        if depth < min(most, buffer_bytes(size) // size):
+        if depth < self.wanted(size):
             limit = kib(msgqueue_limit() or 0)
             return f"{depth} messages deep (RLIMIT_MSGQUEUE {limit} allows no more)"
         return f"{depth} messages deep (fs.mqueue.msg_max)"

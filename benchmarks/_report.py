@@ -26,7 +26,7 @@ class Entry:
     results: list[dict | None] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
     wrong_data: int = 0  # runs whose received messages were wrong
-    skipped: str = ""  # why this peer cannot run this cell here (then it never runs)
+    skipped: str = ""  # why this peer cannot run this cell here (it runs no more)
 
 
 @dataclass
@@ -137,10 +137,10 @@ def print_case(case: Case, repeats: int) -> None:
         cells.append(summary(r) if e.label != case.reference else "1")
         if baseline:
             cells.append(summary(ratios(case, e.label, baseline)))
-        notes = [e.note] if e.note else []
+        note = e.note
         if e.errors:
-            notes.insert(0, f"FAILED {len(e.errors)}×: {e.errors[0]}")
-        cells.append(f"skipped: {e.skipped}" if e.skipped else "; ".join(notes))
+            note = f"FAILED {len(e.errors)}×: {e.errors[0]}" + (f"; {note}" if note else "")
+        cells.append(f"skipped: {e.skipped}" if e.skipped else note)
         rows.append(cells)
     widths = [max(len(row[i]) for row in rows) for i in range(len(head))]
     for row in rows:

@@ -141,7 +141,7 @@ def build(args: argparse.Namespace, ctx: Any, ts: list[Transport], sems: list[Se
 def run_all(cases: list[Case], repeats: int, progress: bool) -> None:
     for r in range(repeats):
         for case in cases:
-            k = r % len(case.entries)
+            k = r % max(1, len(case.entries))
             for e in case.entries[k:] + case.entries[:k]:
                 if e.skipped:  # a None per repeat keeps the repeats of all rows aligned
                     e.results.append(None)
