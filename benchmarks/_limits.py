@@ -11,8 +11,12 @@ per queue), which only an administrator can change.
 
 from __future__ import annotations
 
+import os
 import resource
 from typing import Any
+
+CLONE_NEWIPC = 0x08000000  # <sched.h>
+MSGSIZE_MAX = "/proc/sys/fs/mqueue/msgsize_max"
 
 
 def read_int(path: str, default: int) -> int:
@@ -70,3 +74,28 @@ def posix_queue_refusal(posix_ipc: Any, name: str, depth: int, size: int) -> str
     q.unlink()
     q.close()
     return None
+
+
+def private_ipc_namespace(msgsize: int) -> str:
+    """Move this process, and the workers it starts later, into an IPC
+    namespace of its own whose fs.mqueue.msgsize_max is ``msgsize`` (Linux,
+    as root), so that posix_ipc can run the larger messages; the machine's
+    own setting, and every other process, stay as they are.  Only that one
+    limit changes: the queue depths (fs.mqueue.msg_max) and RLIMIT_MSGQUEUE
+    stay, so the rows of small messages are the same as without it.
+    Returns what was done, for the header."""
+    import ctypes
+
+    libc = ctypes.CDLL(None, use_errno=True)
+    unshare = libc.unshare  # int unshare(int flags);
+    unshare.argtypes, unshare.restype = [ctypes.c_int], ctypes.c_int
+    if unshare(CLONE_NEWIPC) != 0:
+        why = os.strerror(ctypes.get_errno())
+        return f"--ipc-namespace: unshare(CLONE_NEWIPC) failed ({why}); the machine's limits apply"
+    try:
+        with open(MSGSIZE_MAX, "w") as f:
+            f.write(str(msgsize))
+    except OSError as e:
+        return f"--ipc-namespace: a private IPC namespace, but {MSGSIZE_MAX} is unchanged ({e})"
+    return (f"--ipc-namespace: a private IPC namespace whose fs.mqueue.msgsize_max is "
+            f"{kib(msgsize)} (the machine's own is unchanged)")  # fmt: skip

@@ -485,7 +485,8 @@ class PosixMQ(Transport):
             return wanted
         if refused.startswith("ValueError"):  # EINVAL
             if size > largest:
-                return f"fs.mqueue.msgsize_max is {kib(largest)} (mq_open: EINVAL)"
+                return (f"fs.mqueue.msgsize_max is {kib(largest)} (mq_open: EINVAL; "
+                        "--ipc-namespace raises it for the run, as root)")  # fmt: skip
             return f"mq_open refused {wanted} messages of {kib(size)}: {refused}"
         # Too large for this user's RLIMIT_MSGQUEUE (posix_ipc's OSError for
         # EMFILE): the deepest queue that still fits, found by bisection.
