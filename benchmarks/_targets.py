@@ -53,16 +53,16 @@ def needed() -> dict[tuple[str, str], set[str]]:
     return tables
 
 
-def _missing(case: Case | None, label: str, unavailable: dict[str, str]) -> str | None:
+def _missing(case: Case, label: str, unavailable: dict[str, str]) -> str | None:
     """Why ``label``'s row of ``case`` has no figure, or None if it has one."""
     if label in unavailable:
         return f"{label} unavailable: {unavailable[label]}"
-    e = case.entry(label) if case else None
+    e = case.entry(label)
     if e is None:
         return f"{label} was not run (--only / --peers)"
     if e.skipped:
         return f"{label} skipped: {e.skipped}"
-    if not values(e, case.metric if case else ""):
+    if not values(e, case.metric):
         return f"{label} failed: {e.errors[0] if e.errors else 'no result'}"
     return None
 
@@ -116,6 +116,7 @@ def print_targets(found: list[dict[str, Any]]) -> None:
         else:
             want = f"at most {r['limit']:g}× the time"
         spread = f"[{fmt(r['min'])}–{fmt(r['max'])}]"
-        figures = f"{fmt(r['ours_median'])} vs {fmt(r['peer_median'])} {r['unit']}"
+        # the rows' own medians: on a noisy machine not always in the ratio's proportion
+        figures = f"medians {fmt(r['ours_median'])} vs {fmt(r['peer_median'])} {r['unit']}"
         print(f"  {status} {head}: {fmt(r['value'])}× {spread} (target {want}; {figures})")
     print()
