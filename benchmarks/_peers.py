@@ -13,9 +13,11 @@ without pickling where the API allows it (``Connection.send_bytes``),
 pyzmq's ``copy=False`` for large messages.  Where a buffer size can be
 chosen it is :func:`buffer_bytes` (1 MiB, or 4 messages if larger); where
 the OS fixes it (POSIX and System V queues, pipes) it is the OS's, which
-``note`` reports.  A receive that has a cheap timeout uses it; the others
-(``SimpleQueue``, pipes, System V) block, and the suite kills a worker that
-outlives its run's deadline.
+``note`` reports.  Where the OS refuses a cell (a message larger than its
+limit, a queue past RLIMIT_MSGQUEUE) ``cannot`` says why, and the suite
+skips that cell with the reason.  A receive that has a cheap timeout uses
+it; the others (``SimpleQueue``, pipes, System V) block, and the suite
+kills a worker that outlives its run's deadline.
 """
 
 from __future__ import annotations
@@ -26,7 +28,9 @@ import os
 import struct
 from typing import Any
 
+from _limits import kib, msgqueue_limit, posix_queue_refusal, read_int
 from _msgs import Checker, Payload
+from _run import Skipped, tag
 
 WAIT = float(
     os.environ.get("CTIPC_BENCH_WAIT", "60")
@@ -83,10 +87,19 @@ class Transport:
                 return f"{module} does not import: {type(e).__name__}: {e}"
         return None
 
-    def max_size(self) -> int | None:
+    def cannot(self, size: int, producers: int) -> str | None:
+        """None, or why this transport cannot run ``producers`` → 1 with
+        messages of ``size`` bytes here (a limit of the OS or of the peer)."""
+        if producers > 1 and not self.many_producers:
+            return "takes one writer only"
         return None
 
     def note(self, size: int) -> str:
+        return ""
+
+    def limits(self, sizes: list[int]) -> str:
+        """The OS limits this transport runs within here, for the report's
+        header ("" if none matter)."""
         return ""
 
     def version(self) -> str:
@@ -118,7 +131,12 @@ class Transport:
 
     # Ping-pong: two one-way channels unless the transport is two-way.
     def open_duplex(self, ctx: Any, size: int, tag: str) -> Channel:
-        a, b = self.open(ctx, size, tag + "a"), self.open(ctx, size, tag + "b")
+        a = self.open(ctx, size, tag + "a")
+        try:
+            b = self.open(ctx, size, tag + "b")
+        except BaseException:  # e.g. Skipped: no room for a second queue
+            self.close(a)
+            raise
         return Channel((a.handle, b.handle), (a, b))
 
     def close_duplex(self, ch: Channel) -> None:
@@ -389,17 +407,9 @@ class OsPipe(MpPipe):
 # -- posix_ipc and sysv_ipc --------------------------------------------------------------
 
 
-def _read_int(path: str, default: int) -> int:
-    try:
-        with open(path) as f:
-            return int(f.read().split()[0])
-    except (OSError, ValueError, IndexError):
-        return default
-
-
 class _PosixMQTx(Tx):
     def __init__(self, name: str) -> None:
-        import posix_ipc
+        import posix_ipc  # type: ignore[import-not-found]
 
         self.q = posix_ipc.MessageQueue(name)
 
@@ -429,33 +439,104 @@ class _PosixMQRx(Rx):
 
 
 class PosixMQ(Transport):
+    """As deep as fs.mqueue.msg_max allows (and 1 MiB worth at most); less
+    where RLIMIT_MSGQUEUE would refuse that queue, which ``note`` then says."""
+
     label = "posix_ipc.MQ"
     needs = ("posix_ipc",)
 
-    def limits(self) -> tuple[int, int]:
+    def __init__(self) -> None:
+        self._plans: dict[int, int | str] = {}  # size -> depth, or why none
+
+    def available(self) -> str | None:
+        why = super().available()
+        if why is None:
+            import posix_ipc
+
+            if not posix_ipc.MESSAGE_QUEUES_SUPPORTED:  # macOS
+                return "posix_ipc has no message queues on this OS"
+        return why
+
+    def sysctls(self) -> tuple[int, int]:
         """(most messages, largest message) a process may ask for here."""
         return (
-            _read_int("/proc/sys/fs/mqueue/msg_max", 10),
-            _read_int("/proc/sys/fs/mqueue/msgsize_max", 8192),
+            read_int("/proc/sys/fs/mqueue/msg_max", 10),
+            read_int("/proc/sys/fs/mqueue/msgsize_max", 8192),
         )
 
-    def max_size(self) -> int | None:
-        return self.limits()[1]
+    def wanted(self, size: int) -> int:
+        """The depth asked for first: 1 MiB worth, as far as fs.mqueue.msg_max goes."""
+        return max(1, min(self.sysctls()[0], buffer_bytes(size) // size))
 
-    def depth(self, size: int) -> int:
-        most, _ = self.limits()
-        return max(1, min(most, buffer_bytes(size) // size))
+    def plan(self, size: int) -> int | str:
+        """The depth of a queue of ``size``-byte messages, or why there is
+        none: asked of the kernel once, by creating and removing one."""
+        if size not in self._plans:
+            self._plans[size] = self._probe(size)
+        return self._plans[size]
+
+    def _probe(self, size: int) -> int | str:
+        import posix_ipc
+
+        largest = self.sysctls()[1]
+        wanted = self.wanted(size)
+        refused = posix_queue_refusal(posix_ipc, "/" + tag(), wanted, size)
+        if refused is None:
+            return wanted
+        if refused.startswith("ValueError"):  # EINVAL
+            if size > largest:
+                return (f"fs.mqueue.msgsize_max is {kib(largest)} (mq_open: EINVAL; "
+                        "--ipc-namespace raises it for the run, as root)")  # fmt: skip
+            return f"mq_open refused {wanted} messages of {kib(size)}: {refused}"
+        # Too large for this user's RLIMIT_MSGQUEUE (posix_ipc's OSError for
+        # EMFILE): the deepest queue that still fits, found by bisection.
+        fits, fails = 0, wanted
+        while fails - fits > 1:
+            mid = (fits + fails) // 2
+            if posix_queue_refusal(posix_ipc, "/" + tag(), mid, size) is None:
+                fits = mid
+            else:
+                fails = mid
+        if not fits:
+            limit = kib(msgqueue_limit() or 0)
+            return f"even 1 message of {kib(size)} passes RLIMIT_MSGQUEUE ({limit}): {refused}"
+        return fits
+
+    def cannot(self, size: int, producers: int) -> str | None:
+        depth = self.plan(size)
+        return depth if isinstance(depth, str) else None
+
+    def limits(self, sizes: list[int]) -> str:
+        most, largest = self.sysctls()
+        plans = ", ".join(
+            f"{kib(n)}: {d if isinstance(d, int) else 'skipped'}"
+            for n, d in ((n, self.plan(n)) for n in sizes)
+        )
+        return (f"fs.mqueue.msg_max {most}, msgsize_max {kib(largest)}; "
+                f"queue depth per message size: {plans}")  # fmt: skip
 
     def note(self, size: int) -> str:
-        return f"{self.depth(size)} messages deep (fs.mqueue.msg_max)"
+        depth = self.plan(size)
+        if isinstance(depth, str):
+            return ""
+        if depth < self.wanted(size):
+            limit = kib(msgqueue_limit() or 0)
+            return f"{depth} messages deep (RLIMIT_MSGQUEUE {limit} allows no more)"
+        return f"{depth} messages deep (fs.mqueue.msg_max)"
 
     def open(self, ctx: Any, size: int, tag: str) -> Channel:
         import posix_ipc
 
+        depth = self.plan(size)
+        if isinstance(depth, str):
+            raise Skipped(depth)
         name = "/" + tag
-        q = posix_ipc.MessageQueue(
-            name, posix_ipc.O_CREX, max_messages=self.depth(size), max_message_size=size
-        )
+        try:
+            q = posix_ipc.MessageQueue(
+                name, posix_ipc.O_CREX, max_messages=depth, max_message_size=size
+            )
+        except OSError as e:  # this user's other queues took the room meanwhile
+            raise Skipped(f"OSError: {e} (RLIMIT_MSGQUEUE {kib(msgqueue_limit() or 0)})") from None
         return Channel(name, q)
 
     def close(self, ch: Channel) -> None:
@@ -473,14 +554,25 @@ class SysvMQ(Transport):
     label = "sysv_ipc.MQ"
     needs = ("sysv_ipc",)
 
-    def max_size(self) -> int | None:
-        return _read_int("/proc/sys/kernel/msgmax", 8192)
+    def cannot(self, size: int, producers: int) -> str | None:
+        largest = read_int("/proc/sys/kernel/msgmax", 8192)
+        if size > largest:
+            return f"kernel.msgmax is {kib(largest)} (msgsnd: EINVAL)"
+        room = read_int("/proc/sys/kernel/msgmnb", 16384)
+        if size > room:  # msgsnd would wait for room that never comes
+            return f"kernel.msgmnb is {kib(room)}: a queue holds no {kib(size)} message"
+        return None
 
     def note(self, size: int) -> str:
-        return f"{_read_int('/proc/sys/kernel/msgmnb', 16384)} B deep (kernel.msgmnb)"
+        return f"{kib(read_int('/proc/sys/kernel/msgmnb', 16384))} deep (kernel.msgmnb)"
+
+    def limits(self, sizes: list[int]) -> str:
+        largest = read_int("/proc/sys/kernel/msgmax", 8192)
+        room = read_int("/proc/sys/kernel/msgmnb", 16384)
+        return f"kernel.msgmax {kib(largest)}, kernel.msgmnb {kib(room)}"
 
     def open(self, ctx: Any, size: int, tag: str) -> Channel:
-        import sysv_ipc
+        import sysv_ipc  # type: ignore[import-not-found]
 
         q = sysv_ipc.MessageQueue(None, sysv_ipc.IPC_CREX, max_message_size=size)
         return Channel(q.key, q)
@@ -555,7 +647,7 @@ class FasterFifo(Transport):
         return ("put_many/get_many, " if self.batch else "") + "pickles"
 
     def open(self, ctx: Any, size: int, tag: str) -> Channel:
-        import faster_fifo
+        import faster_fifo  # type: ignore[import-not-found]
 
         return Channel(faster_fifo.Queue(max_size_bytes=buffer_bytes(size)))
 

@@ -1,4 +1,4 @@
-"""Tables, ratios, the project's targets, JSON and the optional plot.
+"""Tables, ratios, JSON and the optional plot.
 
 Only ratios of runs made side by side mean much on a shared machine: every
 ratio is computed per repeat (ctipc's run and the peer's run of the same
@@ -7,6 +7,7 @@ repeat), then summarised as median [min–max] over the repeats.
 
 from __future__ import annotations
 
+import importlib
 import json
 import os
 import platform
@@ -25,6 +26,7 @@ class Entry:
     results: list[dict | None] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
     wrong_data: int = 0  # runs whose received messages were wrong
+    skipped: str = ""  # why this peer cannot run this cell here (it runs no more)
 
 
 @dataclass
@@ -36,6 +38,7 @@ class Case:
     reference: str  # the ctipc row the ratios divide by
     entries: list[Entry]
     extra: tuple[str, ...] = ()  # further columns from the result dict
+    baseline: str | None = None  # a further ratio column: row ÷ this peer
 
     def entry(self, label: str) -> Entry | None:
         return next((e for e in self.entries if e.label == label), None)
@@ -66,7 +69,7 @@ def ratios(case: Case, a: str, b: str, key: str | None = None) -> list[float]:
     ]
 
 
-def _fmt(x: float) -> str:
+def fmt(x: float) -> str:
     if x >= 100:
         return f"{x:,.0f}"
     if x >= 10:
@@ -78,8 +81,8 @@ def summary(xs: list[float]) -> str:
     if not xs:
         return "-"
     if len(xs) == 1:
-        return _fmt(xs[0])
-    return f"{_fmt(statistics.median(xs))} [{_fmt(min(xs))}–{_fmt(max(xs))}]"
+        return fmt(xs[0])
+    return f"{fmt(statistics.median(xs))} [{fmt(min(xs))}–{fmt(max(xs))}]"
 
 
 def machine() -> dict[str, Any]:
@@ -102,11 +105,13 @@ def machine() -> dict[str, Any]:
 
 
 def print_header(info: dict[str, Any], versions: dict[str, str], skipped: dict[str, str],
-                 command: str) -> None:  # fmt: skip
+                 command: str, limits: list[str]) -> None:  # fmt: skip
     print(f"ctipc benchmark suite — {info['date']}")
     print(f"  machine: {info['cpu']}, {info['cores']} cores; load average {info['loadavg']}")
     print(f"  OS: {info['os']}; Python: {info['python']}")
     print("  versions: " + ", ".join(f"{k} {v}" for k, v in versions.items()))
+    for line in limits:
+        print(f"  limits: {line}")
     for label, why in skipped.items():
         print(f"  skipped {label}: {why}")
     print(f"  command: {command}")
@@ -118,129 +123,52 @@ def print_case(case: Case, repeats: int) -> None:
     unit = UNITS.get(case.metric, case.metric)
     print(f"== {case.workload} · {case.param}  ({unit}, {better} is better; "
           f"ratio = {case.reference} ÷ row, median [min–max] of {repeats})")  # fmt: skip
-    head = ["", unit, *(UNITS.get(x, x) for x in case.extra), "ratio", "note"]
-    rows = [head]
+    head = ["", unit, *(UNITS.get(x, x) for x in case.extra), "ratio"]
+    baseline = case.baseline if case.baseline and case.entry(case.baseline) else None
+    if baseline:
+        head.append(f"row ÷ {baseline}")
+    rows = [[*head, "note"]]
     for e in case.entries:
-        if not e.results:
+        if not e.results and not e.skipped:
             continue
         cells = [e.label, summary(values(e, case.metric))]
         cells += [summary(values(e, x)) for x in case.extra]
         r = ratios(case, case.reference, e.label)
         cells.append(summary(r) if e.label != case.reference else "1")
+        if baseline:
+            cells.append(summary(ratios(case, e.label, baseline)))
         note = e.note
         if e.errors:
             note = f"FAILED {len(e.errors)}×: {e.errors[0]}" + (f"; {note}" if note else "")
-        cells.append(note)
+        cells.append(f"skipped: {e.skipped}" if e.skipped else note)
         rows.append(cells)
-    widths = [max(len(r[i]) for r in rows) for i in range(len(head) - 1)]
-    for r in rows:
+    widths = [max(len(row[i]) for row in rows) for i in range(len(head))]
+    for row in rows:
         line = "  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in
-                         enumerate(zip(r, widths)))  # fmt: skip
-        print(("  " + line + "  " + r[-1]).rstrip())
+                         enumerate(zip(row, widths)))  # fmt: skip
+        print(("  " + line + "  " + row[-1]).rstrip())
     print()
     sys.stdout.flush()
 
 
-def _best_peer(case: Case, polling: bool = True) -> str | None:
-    """The peer with the best median; ``polling=False`` leaves out the ones
-    whose consumer spins on a core instead of sleeping (``-poll``)."""
-    peers = [
-        e
-        for e in case.entries
-        if not e.label.startswith("ctipc")
-        and values(e, case.metric)
-        and (polling or not e.label.endswith("-poll"))
-    ]
-    if not peers:
-        return None
-    pick = max if case.higher_better else min
-    return pick(peers, key=lambda e: statistics.median(values(e, case.metric))).label
-
-
-def targets(cases: list[Case]) -> list[dict[str, Any]]:
-    """The project's goals, each with the measured ratio (median) or value."""
-    found = {(c.workload, c.param): c for c in cases}
-    out: list[dict[str, Any]] = []
-
-    def add(goal: str, where: tuple[str, str], a: str, b: str | None, cmp: str,
-            limit: float) -> None:  # fmt: skip
-        case = found.get(where)
-        if case is None:
-            return
-        if b in ("fastest", "fastest sleeping"):
-            b = _best_peer(case, polling=b == "fastest")
-        if b is None:  # an absolute goal on a's median
-            xs = values(case.entry(a), case.metric) if case.entry(a) else []
-        else:
-            xs = ratios(case, a, b)
-        if not xs:
-            out.append({"goal": goal, "versus": b, "value": None, "met": None})
-            return
-        med = statistics.median(xs)
-        met = med >= limit if cmp == ">=" else med <= limit
-        out.append({"goal": goal, "versus": b, "value": med, "min": min(xs), "max": max(xs),
-                    "met": met})  # fmt: skip
-
-    add("64 B put/get ≥ 1.5× posix_ipc MQ", ("throughput", "64 B"), "ctipc", "posix_ipc.MQ",
-        ">=", 1.5)  # fmt: skip
-    add("64 B put/get ≥ 1.3× fastest peer", ("throughput", "64 B"), "ctipc", "fastest", ">=", 1.3)
-    add("64 B put/get ≥ 1.3× fastest peer whose consumer sleeps", ("throughput", "64 B"),
-        "ctipc", "fastest sleeping", ">=", 1.3)  # fmt: skip
-    add("64 B put/get ≥ 5× mp.Queue", ("throughput", "64 B"), "ctipc", "mp.Queue", ">=", 5)
-    add("put_many/get_many ≥ 2× faster_fifo batch", ("batch", "64 B"), "ctipc-batch",
-        "faster_fifo-batch", ">=", 2)  # fmt: skip
-    add("64 KiB put/get ≥ 2× fastest peer", ("throughput", "64 KiB"), "ctipc", "fastest",
-        ">=", 2)  # fmt: skip
-    add("64 KiB put/get ≥ 2× fastest peer whose consumer sleeps", ("throughput", "64 KiB"),
-        "ctipc", "fastest sleeping", ">=", 2)  # fmt: skip
-    add("64 KiB zero-copy ≥ 2× fastest peer", ("throughput", "64 KiB"), "ctipc-zc", "fastest",
-        ">=", 2)  # fmt: skip
-    add("1 MiB zero-copy ≥ 1.5× iceoryx2", ("throughput", "1 MiB"), "ctipc-zc", "iceoryx2",
-        ">=", 1.5)  # fmt: skip
-    add("1 MiB put/get ≥ 1.5× iceoryx2 (no such goal: for comparison)", ("throughput", "1 MiB"),
-        "ctipc", "iceoryx2", ">=", 1.5)  # fmt: skip
-    add("ping-pong p50 ≤ iceoryx2's (ratio ≤ 1)", ("pingpong", "64 B"), "ctipc", "iceoryx2",
-        "<=", 1)  # fmt: skip
-    add("ping-pong p50 ≤ busy-polling iceoryx2's", ("pingpong", "64 B"), "ctipc",
-        "iceoryx2-poll", "<=", 1)  # fmt: skip
-    add("fan-in 4→1 put_many ahead of pyzmq", ("fanin", "4→1, 64 B"), "ctipc-batch", "pyzmq",
-        ">=", 1)  # fmt: skip
-    add("fan-in 4→1 put ≥ 1.2× sysv_ipc MQ", ("fanin", "4→1, 64 B"), "ctipc", "sysv_ipc.MQ",
-        ">=", 1.2)  # fmt: skip
-    add("uncontended semaphore ≤ 4.5× posix_ipc's time", ("sem-uncontended", "in-process"),
-        "ctipc.Semaphore", "posix_ipc.Semaphore", "<=", 4.5)  # fmt: skip
-    add("semaphore ping-pong p50 ≤ 10 µs", ("sem-pingpong", "2 processes"), "ctipc.Semaphore",
-        None, "<=", 10)  # fmt: skip
-    return out
-
-
-def print_targets(found: list[dict[str, Any]]) -> None:
-    print("== targets (median of the per-repeat ratios, ctipc ÷ peer)")
-    for t in found:
-        if t["value"] is None:
-            status, value = "n/a ", "not measured"
-        else:
-            status = "MET " if t["met"] else "MISS"
-            value = f"{_fmt(t['value'])} [{_fmt(t['min'])}–{_fmt(t['max'])}]"
-        versus = f" (vs {t['versus']})" if t["versus"] else ""
-        print(f"  {status} {t['goal']}{versus}: {value}")
-    print()
-
-
 def to_json(path: str, info: dict[str, Any], versions: dict[str, str],
             skipped: dict[str, str], argv: list[str], cases: list[Case],
-            found: list[dict[str, Any]]) -> None:  # fmt: skip
+            found: list[dict[str, Any]], limits: list[str]) -> None:  # fmt: skip
     data = {
         "machine": info, "versions": versions, "skipped": skipped, "argv": argv,
+        "limits": limits,
         "cases": [
             {"workload": c.workload, "param": c.param, "metric": c.metric,
              "higher_better": c.higher_better, "reference": c.reference,
+             "baseline": c.baseline,
              "rows": [
                  {"label": e.label, "note": e.note, "runs": e.results, "errors": e.errors,
+                  "skipped": e.skipped or None,
                   "median": statistics.median(values(e, c.metric))
                   if values(e, c.metric) else None,
-                  "ratio": ratios(c, c.reference, e.label)}
-                 for e in c.entries if e.results]}
+                  "ratio": ratios(c, c.reference, e.label),
+                  "vs_baseline": ratios(c, e.label, c.baseline) if c.baseline else None}
+                 for e in c.entries if e.results or e.skipped]}
             for c in cases],
         "targets": found,
     }  # fmt: skip
@@ -251,10 +179,10 @@ def to_json(path: str, info: dict[str, Any], versions: dict[str, str],
 def plot(path: str, cases: list[Case]) -> str | None:
     """Median rates and latencies as bar charts; a reason if matplotlib is missing."""
     try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
+        # imported by name: an optional extra that the type check does not
+        # follow (matplotlib's own sources need a newer Python than 3.9)
+        importlib.import_module("matplotlib").use("Agg")
+        plt = importlib.import_module("matplotlib.pyplot")
     except Exception as e:  # noqa: BLE001
         return f"no plot: matplotlib does not import ({e})"
     shown = [c for c in cases if c.workload in ("throughput", "fanin", "batch", "pingpong")]

@@ -31,6 +31,11 @@ class RunFailed(Exception):
     """A run did not complete: a worker crashed, timed out or refused."""
 
 
+class Skipped(Exception):
+    """A peer cannot run this cell here (a limit of the OS or of the peer):
+    the message says why, and the report shows it in the row."""
+
+
 def tag() -> str:
     """A short name, unique on this machine for this run of the suite."""
     return f"cb{os.getpid()}x{next(_tags)}"

@@ -44,7 +44,7 @@ def measure_depth(ctx: Any, depth: int, rounds: int, timeout: float) -> dict:
     capacity = max(1 << 20, 2 * 72 * (depth + 1000))
     with ctipc.MessageQueue(name, capacity=capacity, max_message=64, create=True):
         (r,) = run(ctx, [(_depth_worker, (name, depth, rounds))], timeout)
-    return r
+    return dict(r)
 
 
 def _status() -> tuple[int, int, int]:
@@ -96,7 +96,7 @@ def _memory_worker(ready: Ready, kind: str, count: int) -> dict:
 def measure_memory(ctx: Any, kind: str, count: int, timeout: float) -> dict:
     """What one more ctipc object of ``kind`` (default sizes) costs a process."""
     (r,) = run(ctx, [(_memory_worker, (kind, count))], timeout)
-    return r
+    return dict(r)
 
 
 MEMORY_KINDS = ("MessageQueue", "Semaphore", "Lock")

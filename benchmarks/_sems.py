@@ -40,6 +40,12 @@ class Sem:
         """An object with acquire(blocking=True, timeout=None) and release()."""
         return handle
 
+    def calls(self, obj: Any) -> tuple[Any, Any]:
+        """The acquire and release an application would call, without
+        arguments, on an object from ``attach``: the peer's own where
+        ``attach`` wraps it, so no adapter frame is timed."""
+        return obj.acquire, obj.release
+
 
 class CtipcSemaphore(Sem):
     label = "ctipc.Semaphore"
@@ -82,7 +88,7 @@ class CtipcLock(Sem):
 
 class _PosixSem:
     def __init__(self, name: str) -> None:
-        import posix_ipc
+        import posix_ipc  # type: ignore[import-not-found]
 
         self.s = posix_ipc.Semaphore(name)
         self.busy = posix_ipc.BusyError
@@ -113,10 +119,13 @@ class PosixSemaphore(Sem):
     def attach(self, handle: Any) -> Any:
         return _PosixSem(handle)
 
+    def calls(self, obj: Any) -> tuple[Any, Any]:
+        return obj.s.acquire, obj.s.release
+
 
 class _SysvSem:
     def __init__(self, key: int) -> None:
-        import sysv_ipc
+        import sysv_ipc  # type: ignore[import-not-found]
 
         self.s = sysv_ipc.Semaphore(key)
         self.busy = sysv_ipc.BusyError
@@ -157,6 +166,9 @@ class SysvSemaphore(Sem):
 
     def attach(self, handle: Any) -> Any:
         return _SysvSem(handle)
+
+    def calls(self, obj: Any) -> tuple[Any, Any]:
+        return obj.s.acquire, obj.s.release
 
 
 class MpSemaphore(Sem):

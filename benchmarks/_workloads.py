@@ -16,7 +16,7 @@ import time
 from typing import Any, Callable
 
 from _msgs import Checker, DataError, Payload
-from _peers import WAIT, Transport
+from _peers import WAIT, Rx, Transport, Tx
 from _run import Ready, RunFailed, run, tag
 from _sems import Sem
 
@@ -91,9 +91,7 @@ def _pinger(ready: Ready, t: Transport, handle: Any, size: int,
         checker.done(rounds + warmup)
         return {"rtt_ns": times[warmup:]}
     finally:
-        tx.close()
-        if rx is not tx:
-            rx.close()
+        _close_duplex(tx, rx)
 
 
 def _ponger(ready: Ready, t: Transport, handle: Any, size: int,
@@ -109,9 +107,13 @@ def _ponger(ready: Ready, t: Transport, handle: Any, size: int,
         checker.done(rounds)
         return {}
     finally:
-        tx.close()
-        if rx is not tx:
-            rx.close()
+        _close_duplex(tx, rx)
+
+
+def _close_duplex(tx: Tx, rx: Rx) -> None:
+    tx.close()
+    if id(rx) != id(tx):  # a two-way transport's one end is both
+        rx.close()
 
 
 def _percentiles(ns: list[int]) -> tuple[float, float]:
@@ -232,7 +234,7 @@ def _sem_loop(ready: Ready, s: Sem, handle: Any, n: int) -> dict:
     if s.pingpong:
         obj.release()  # a semaphore opened at 0: one permit to take and give back
     ready()
-    acquire, release = obj.acquire, obj.release
+    acquire, release = s.calls(obj)
     t0 = time.perf_counter_ns()
     for _ in range(n):
         acquire()
@@ -322,7 +324,9 @@ def _copier(ready: Ready, kind: str, name: str, size: int, reps: int) -> dict:
 
             mshm = shared_memory.SharedMemory(name)
             stack.callback(mshm.close)
-            buf = mshm.buf[:size]
+            mapped = mshm.buf  # typed Optional: None only once closed
+            assert mapped is not None
+            buf = mapped[:size]
         else:
             buf = memoryview(bytearray(size))  # private memory: the limit
         stack.callback(buf.release)

@@ -33,7 +33,7 @@ try:
 except ImportError:  # a checkout without the package installed
     sys.path.insert(0, os.path.dirname(HERE))
 
-from _fuzzcases import CRASH, HANG, UNEXPECTED, Tally, run_batch  # noqa: E402
+from _fuzzcases import CRASH, HANG, UNEXPECTED, Tally, run_batch  # type: ignore[import-not-found]  # noqa: E402
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:

@@ -54,8 +54,8 @@ try:
 except ImportError:  # a checkout without the package installed
     sys.path.insert(0, os.path.dirname(HERE))
 
-from _crashkit import PRODUCER_MODES  # noqa: E402
-from _crashrig import Key, Rig  # noqa: E402
+from _crashkit import PRODUCER_MODES  # type: ignore[import-not-found]  # noqa: E402
+from _crashrig import Key, Rig  # type: ignore[import-not-found]  # noqa: E402
 
 
 class Stall:
@@ -135,7 +135,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             now = time.monotonic()
         running = now - start
         rig.stop()
-        figures = rig.analyze()
+        figures: dict[str, Any] = rig.analyze()
         if figures["failures"]:
             figures["log"] = rig.log_tail()
     figures["seconds"] = round(running, 1)

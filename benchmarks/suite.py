@@ -1,7 +1,8 @@
 """ctipc next to its peers: throughput, latency, semaphores, shared memory.
 
-    python benchmarks/suite.py [--repeats 3] [--seconds 1] [--quick]
-        [--only WORKLOAD,...] [--peers LABEL,...] [--json FILE] [--plot FILE.png]
+    python benchmarks/suite.py [--repeats 3] [--seconds 1] [--quick] [--targets]
+        [--ipc-namespace] [--only WORKLOAD,...] [--peers LABEL,...] [--json FILE]
+        [--plot FILE.png]
 
 Install the peers first (they are not ctipc's dependencies):
 ``pip install -e . -r benchmarks/requirements.txt`` in a virtual environment.
@@ -12,7 +13,11 @@ and trailer; see _msgs.py).  A run that receives wrong data is reported
 as WRONG DATA, at once on stderr and in the tables, and the suite then
 exits with status 1.
 Each run happens in fresh worker processes and has a deadline: a worker
-that hangs is killed and its run reported as failed.  Each repeat runs
+that hangs is killed and its run reported as failed.  A cell that a peer
+cannot run here (a limit of the OS, such as RLIMIT_MSGQUEUE or
+fs.mqueue.msgsize_max, or of the peer) is skipped, with the reason in its
+row; the soft RLIMIT_MSGQUEUE is first raised to the hard limit (the
+header says what was done).  Each repeat runs
 every transport of a workload, in an order rotated from one repeat to the
 next, and the report gives each figure as median [min–max] over the
 repeats, with ratios ctipc ÷ peer computed within each repeat.  docs/benchmarks.md
@@ -20,7 +25,9 @@ explains the method and shows a run.
 
 Workloads: throughput (1 -> 1 at 64 B, 1 KiB, 64 KiB, 1 MiB), batch, fanin
 (4 -> 1), pingpong, sem-pingpong, sem-uncontended, shm-copy, idle,
-scale-producers, scale-depth, memory.
+scale-producers, scale-depth, memory.  The report ends with the targets,
+each with its measured ratio and MET or MISSED; ``--targets`` runs only
+what those lines need (_targets.py).
 """
 
 from __future__ import annotations
@@ -35,12 +42,14 @@ from typing import Any
 
 import _report
 import _scaling
+import _targets
 import _workloads as w
+from _limits import private_ipc_namespace, raise_msgqueue_limit
 from _msgs import DataError
 from _peers import Transport
 from _peers_extra import transports
 from _report import Case, Entry
-from _run import RunFailed
+from _run import RunFailed, Skipped
 from _sems import Sem, semaphores
 
 WORKLOADS = (
@@ -61,15 +70,14 @@ def build(args: argparse.Namespace, ctx: Any, ts: list[Transport], sems: list[Se
     want = set(args.only)
     one_way = [t for t in ts if not t.batch]
 
-    def entry(t: Transport, fn: Any, size: int) -> Entry:
-        return Entry(t.label, fn, t.note(size))
+    def entry(t: Transport, fn: Any, size: int, producers: int = 1) -> Entry:
+        return Entry(t.label, fn, t.note(size), skipped=t.cannot(size, producers) or "")
 
     if "throughput" in want:
         for size, label, base in SIZES:
-            fits = [t for t in one_way if (t.max_size() or size) >= size]
             cases.append(Case("throughput", label, "msg_s", True, "ctipc", [
                 entry(t, partial(w.measure_throughput, ctx, t, size, 1, _n(base, args), t_out),
-                      size) for t in fits], extra=("MB_s",)))  # fmt: skip
+                      size) for t in one_way], extra=("MB_s",)))  # fmt: skip
     if "batch" in want:
         picked = [t for t in ts if t.label in ("ctipc", "ctipc-batch", "faster_fifo",
                                                 "faster_fifo-batch")]  # fmt: skip
@@ -77,10 +85,10 @@ def build(args: argparse.Namespace, ctx: Any, ts: list[Transport], sems: list[Se
             entry(t, partial(w.measure_throughput, ctx, t, 64, 1, _n(200_000, args), t_out,
                              args.batch), 64) for t in picked]))  # fmt: skip
     if "fanin" in want:
-        many = [t for t in ts if t.many_producers and t.label != "ctipc-zc"]
+        many = [t for t in ts if t.label != "ctipc-zc"]
         cases.append(Case("fanin", "4→1, 64 B", "msg_s", True, "ctipc", [
             entry(t, partial(w.measure_throughput, ctx, t, 64, 4, _n(100_000, args), t_out,
-                             args.batch), 64) for t in many]))  # fmt: skip
+                             args.batch), 64, 4) for t in many]))  # fmt: skip
     if "pingpong" in want:
         cases.append(Case("pingpong", "64 B", "p50_us", False, "ctipc", [
             entry(t, partial(w.measure_pingpong, ctx, t, 64, _n(5000, args, 200), t_out), 64)
@@ -92,7 +100,8 @@ def build(args: argparse.Namespace, ctx: Any, ts: list[Transport], sems: list[Se
     if "sem-uncontended" in want:
         cases.append(Case("sem-uncontended", "in-process", "ns_op", False, "ctipc.Semaphore", [
             Entry(s.label, partial(w.measure_sem_uncontended, ctx, s, _n(200_000, args), t_out),
-                  "acquire() + release()") for s in sems]))  # fmt: skip
+                  "acquire() + release()") for s in sems],
+            baseline="posix_ipc.Semaphore"))  # fmt: skip
     if "shm-copy" in want:
         size = 16 << 20
         cases.append(Case("shm-copy", "16 MiB", "copy_GB_s", True, "ctipc.SharedMemory", [
@@ -117,7 +126,7 @@ def build(args: argparse.Namespace, ctx: Any, ts: list[Transport], sems: list[Se
         for p in (1, 2, 4, 8):
             cases.append(Case("scale-producers", f"{p}→1, 64 B", "msg_s", True, "ctipc", [
                 entry(t, partial(w.measure_throughput, ctx, t, 64, p, _n(100_000, args), t_out,
-                                 args.batch), 64) for t in ctipc_rows]))  # fmt: skip
+                                 args.batch), 64, p) for t in ctipc_rows]))  # fmt: skip
     if "scale-depth" in want and ctipc_rows:
         for depth in (0, 1000, 10_000, 100_000):
             cases.append(Case("scale-depth", f"{depth:,} queued", "ns_op", False, "ctipc", [
@@ -133,23 +142,46 @@ def build(args: argparse.Namespace, ctx: Any, ts: list[Transport], sems: list[Se
 def run_all(cases: list[Case], repeats: int, progress: bool) -> None:
     for r in range(repeats):
         for case in cases:
-            k = r % len(case.entries)
+            k = r % max(1, len(case.entries))
             for e in case.entries[k:] + case.entries[:k]:
+                if e.skipped:  # a None per repeat keeps the repeats of all rows aligned
+                    e.results.append(None)
+                    continue
                 if progress:
                     print(f"[{r + 1}/{repeats}] {case.workload} · {case.param} · {e.label}",
                           file=sys.stderr, flush=True)  # fmt: skip
-                try:
-                    e.results.append(e.run())
-                except RunFailed as err:
-                    e.results.append(None)
-                    e.errors.append(str(err).splitlines()[0])
-                    print(f"  {e.label}: run failed: {err}", file=sys.stderr, flush=True)
-                except DataError as err:
-                    e.results.append(None)
-                    e.errors.append("WRONG DATA: " + str(err).splitlines()[0])
-                    e.wrong_data += 1
-                    print(f"\n*** WRONG DATA from {e.label} ({case.workload} · {case.param}):"
-                          f" {err}\n", file=sys.stderr, flush=True)  # fmt: skip
+                run_one(case, e)
+
+
+def run_one(case: Case, e: Entry) -> None:
+    """One run of one row; whatever goes wrong is kept in the row (one line,
+    no traceback) and the suite goes on."""
+    try:
+        e.results.append(e.run())
+    except Skipped as err:
+        e.results.append(None)
+        e.skipped = str(err)
+        print(f"  {e.label}: skipped: {err}", file=sys.stderr, flush=True)
+    except DataError as err:
+        e.results.append(None)
+        e.errors.append("WRONG DATA: " + str(err).splitlines()[0])
+        e.wrong_data += 1
+        print(f"\n*** WRONG DATA from {e.label} ({case.workload} · {case.param}):"
+              f" {err}\n", file=sys.stderr, flush=True)  # fmt: skip
+    except Exception as err:  # noqa: BLE001 - RunFailed, or a peer's own error in this process
+        e.results.append(None)
+        first = str(err).splitlines()[0] if str(err) else ""
+        e.errors.append(first if isinstance(err, RunFailed) else f"{type(err).__name__}: {first}")
+        print(f"  {e.label}: run failed: {e.errors[-1]}", file=sys.stderr, flush=True)
+
+
+def only_targets(cases: list[Case]) -> list[Case]:
+    """The tables and rows that the targets read, nothing else."""
+    tables = _targets.needed()
+    kept = [c for c in cases if (c.workload, c.param) in tables]
+    for c in kept:
+        c.entries = [e for e in c.entries if e.label in tables[c.workload, c.param]]
+    return kept
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -161,6 +193,12 @@ def main(argv: list[str] | None = None) -> int:
                    help="scale of each run: messages per run are sized for about this many "
                         "seconds of a typical peer (default 1)")  # fmt: skip
     p.add_argument("--quick", action="store_true", help="--seconds 0.1 --repeats 1")
+    p.add_argument("--targets", action="store_true",
+                   help="only the workloads, sizes and rows that the targets need")  # fmt: skip
+    p.add_argument("--ipc-namespace", action="store_true",
+                   help="Linux, as root: run in a private IPC namespace whose "
+                        "fs.mqueue.msgsize_max is 1 MiB, so that posix_ipc can take 64 KiB "
+                        "messages (the machine's setting is left alone)")  # fmt: skip
     p.add_argument("--only", default=",".join(WORKLOADS), help="workloads, comma-separated")
     p.add_argument("--peers", default="", help="only these transports (substrings), "
                    "besides ctipc's own rows")  # fmt: skip
@@ -178,6 +216,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.quick:
         args.seconds, args.repeats = 0.1, 1
     args.only = [x.strip() for x in args.only.split(",") if x.strip()]
+    if args.targets:
+        args.only = [x for x in args.only if x in {t.workload for t in _targets.TARGETS}]
     unknown = set(args.only) - set(WORKLOADS)
     if unknown:
         p.error(f"unknown workload(s) {sorted(unknown)}; choose from {', '.join(WORKLOADS)}")
@@ -204,22 +244,32 @@ def main(argv: list[str] | None = None) -> int:
         elif keep(s.label):
             sems.append(s)
     versions = {k: v for k, v in versions.items() if v}
+    limits = [raise_msgqueue_limit()]  # before build() asks the kernel what fits
+    if args.ipc_namespace:  # before any queue or worker exists
+        limits.append(private_ipc_namespace(1 << 20))
     ctx = multiprocessing.get_context("spawn")
     info = _report.machine()
     command = "python " + " ".join(shlex.quote(x) for x in ["benchmarks/suite.py", *argv])
-    _report.print_header(info, versions, skipped, command)
     cases = build(args, ctx, ts, sems)
+    if args.targets:
+        cases = only_targets(cases)
+    sizes = [size for size, _, _ in SIZES] if "throughput" in args.only else [64]
+    shown = {e.label for c in cases for e in c.entries}
+    limits += [f"{t.label}: {t.limits(sizes)}" for t in ts if t.label in shown and t.limits(sizes)]
+    _report.print_header(info, versions, skipped, command, limits)
     run_all(cases, args.repeats, args.progress)
     for case in cases:
         _report.print_case(case, args.repeats)
-    found = _report.targets(cases)
-    if found:
-        _report.print_targets(found)
+    found = _targets.evaluate(cases, skipped)
+    _targets.print_targets(found)
     if args.json:
-        _report.to_json(args.json, info, versions, skipped, argv, cases, found)
+        _report.to_json(args.json, info, versions, skipped, argv, cases, found, limits)
     if args.plot:
         why = _report.plot(args.plot, cases)
         print(why or f"plot written to {args.plot}", file=sys.stderr if why else sys.stdout)
+    cells = sum(1 for c in cases for e in c.entries if e.skipped)
+    if cells:
+        print(f"{cells} cell(s) skipped: a peer cannot run them here (the reason is in each row)")
     failed = sum(len(e.errors) for c in cases for e in c.entries)
     if failed:
         print(f"{failed} run(s) failed (see the notes above)")
