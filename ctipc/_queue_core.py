@@ -21,7 +21,7 @@ from typing import Any, Callable
 from ._backend import MUTEX_TIMEOUT, WAIT_SLICE
 from ._backend import os_backend as _os
 from ._base import Closable, mutex_error
-from ._errors import CorruptedError, Empty, IncompatibleError
+from ._errors import CorruptedError, Empty, IncompatibleError, waited
 from ._ring import (
     CONSUMERS_WAITING,
     CONTROL,
@@ -498,7 +498,7 @@ class QueueCore(Closable):
         if got:
             return got
         if not block:
-            raise Empty
+            raise Empty(f"no message in MessageQueue {self.name!r} {waited(block, timeout)}")
         if self._spin(TAIL, self._tail_seen):  # a message in moments: no sleep
             self._refresh_tail(deadline)
             got = step(limit, deadline)
@@ -519,7 +519,9 @@ class QueueCore(Closable):
                 else:
                     slice_ = min(WAIT_SLICE, deadline - time.monotonic())
                     if slice_ <= 0:
-                        raise Empty
+                        raise Empty(
+                            f"no message in MessageQueue {self.name!r} {waited(block, timeout)}"
+                        )
                 self._check_open()
                 _os.semaphore_wait(self._data_sem, slice_)
         finally:
