@@ -178,8 +178,8 @@ def _parser() -> argparse.ArgumentParser:
         "bench",
         "Measure ctipc on this machine",
         "Throughput, round trip and Lock figures between fresh processes, with the load "
-        "average beside them; 10-30 s (--quick: 1-3 s). Exit status 1 if a message "
-        "arrived wrong.",
+        "average beside them; 4-25 s, by machine and load (--quick: 1-3 s). Exit status 1 "
+        "if a message arrived wrong.",
     )
     p.add_argument("--quick", action="store_true", help="runs a tenth as long")
     p.set_defaults(func=_bench_cmd)
