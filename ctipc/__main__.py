@@ -152,27 +152,18 @@ def _parser() -> argparse.ArgumentParser:
         "and a MessageQueue by name; the demo checks every count and prints OK or FAILED "
         "(exit status 1).",
     )
-    p.add_argument(
-        "--workers",
-        type=_int_in(1, 256),
-        default=4,
-        metavar="N",
-        help="worker processes, 1 to 256 (default: %(default)s)",
-    )
-    p.add_argument(
-        "--rounds",
-        type=_int_in(1, _U32),
-        default=2000,
-        metavar="N",
-        help="jobs per worker, at least 1 (default: %(default)s)",
-    )
-    p.add_argument(
-        "--messages",
-        type=_int_in(0, _U32),
-        default=50_000,
-        metavar="N",
-        help="messages each worker streams, 0 for none (default: %(default)s)",
-    )
+    for flag, low, high, default, what in (
+        ("--workers", 1, 256, 4, "worker processes, 1 to 256"),
+        ("--rounds", 1, _U32, 2000, "jobs per worker, at least 1"),
+        ("--messages", 0, _U32, 50_000, "messages each worker streams, 0 for none"),
+    ):
+        p.add_argument(
+            flag,
+            type=_int_in(low, high),
+            default=default,
+            metavar="N",
+            help=f"{what} (default: %(default)s)",
+        )
     p.set_defaults(func=_demo_cmd)
     p = command(
         "bench",
