@@ -114,7 +114,7 @@ def _summary() -> None:
     lines += [f"  {name:<{width}}  {how}: {what}" for name, (how, what) in _RESULTS.items()]
     missing = [name for name, (how, _) in _RESULTS.items() if how in ("skipped", "FAILED")]
     if not missing:
-        lines.append(f"  every env found its interpreter ({len(_RESULTS)} envs)")
+        lines.append(f"  every env found its interpreter ({len(_RESULTS)} of {len(_RESULTS)})")
     elif on_ci():
         lines.append(f"  CI=true: no interpreter for {', '.join(missing)}: the run fails")
     else:
