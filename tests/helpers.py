@@ -56,6 +56,9 @@ KIND_LETTER = {
 #: (MessageQueue, with its own sizes and protocol, has test_mq.py)
 KINDS = [ctipc.Semaphore, ctipc.Lock, ctipc.SharedMemory]
 
+#: every kind of object
+ALL_KINDS = [*KINDS, ctipc.MessageQueue]
+
 #: ``@kinds`` runs a test once per kind in KINDS, as its ``cls`` argument
 kinds = pytest.mark.parametrize("cls", KINDS, ids=lambda c: c.__name__)
 

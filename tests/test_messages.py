@@ -12,12 +12,10 @@ import pickle
 from multiprocessing.reduction import ForkingPickler
 
 import pytest
-from helpers import KINDS, make
+from helpers import ALL_KINDS, make
 
 import ctipc
 from ctipc import shm as shm_module
-
-ALL_KINDS = [*KINDS, ctipc.MessageQueue]
 
 
 def small(cls: type, name: str) -> object:

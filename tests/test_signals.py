@@ -8,7 +8,7 @@ import textwrap
 import time
 
 import pytest
-from helpers import HAVE_DEV_SHM, Child, entries_of, exists
+from helpers import ALL_KINDS, HAVE_DEV_SHM, Child, entries_of, exists
 
 import ctipc
 
@@ -78,7 +78,6 @@ HOLD_THEN_WAIT = """
     out("waiting")
     q.get()  # a worker waiting for its next job when it is told to stop
 """
-KINDS = [ctipc.Lock, ctipc.SharedMemory, ctipc.Semaphore, ctipc.MessageQueue]
 
 
 @pytest.mark.skipif(not hasattr(signal, "SIGKILL"), reason="no POSIX signals here")
@@ -97,6 +96,6 @@ def test_sigterm_removes_the_objects_only_with_a_handler(name: str, handler: boo
         if HAVE_DEV_SHM:
             assert entries_of(name) != []  # left behind, stale
     # Either way an open by name finds nothing alive (it clears what was left).
-    for cls in KINDS:
+    for cls in ALL_KINDS:
         assert not exists(cls, name)
     assert entries_of(name) == []
