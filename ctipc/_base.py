@@ -6,7 +6,7 @@ import atexit
 import errno
 import weakref
 from types import TracebackType
-from typing import TypeVar
+from typing import NoReturn, TypeVar
 
 from ._errors import CorruptedError
 from ._segment import Core
@@ -78,6 +78,15 @@ class Closable:
     def _check_open(self) -> None:
         if self._core is None or self._core.closed:
             raise ValueError(f"{type(self).__name__} is closed")
+
+    def __reduce__(self) -> NoReturn:
+        # What pickle, copy and multiprocessing call: the OS handles and the
+        # mapping cannot travel, a name can.
+        kind = type(self).__name__
+        raise TypeError(
+            f"a ctipc.{kind} cannot be pickled or sent to another process: pass its name "
+            f"and open it there with ctipc.{kind}(name)"
+        )
 
     def __repr__(self) -> str:
         core = self._core

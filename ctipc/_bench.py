@@ -10,8 +10,11 @@ workers are fresh interpreters, multiprocessing's "spawn" method):
 - an uncontended Lock acquire + release, in this process.
 
 Every message is checked (its length and its sequence number), so a figure
-is never that of a broken queue.  The comparison with other libraries is
-the benchmark suite's job (``benchmarks/suite.py`` in the source tree).
+is never that of a broken queue.  The machine's load average is printed
+before and after the figures: on a busy machine they are lower.  The
+comparison with other libraries is the benchmark suite's job
+(``benchmarks/suite.py`` in the source tree: it runs the peers in the same
+run, so their ratios hold on any machine).
 """
 
 from __future__ import annotations
@@ -163,6 +166,7 @@ def run(quick: bool = False, out: TextIO | None = None, err: TextIO | None = Non
     print(f"ctipc {__version__} bench: {platform.python_implementation()} "
           f"{platform.python_version()}, {platform.system()} {platform.release()}, "
           f"{os.cpu_count()} CPUs{' (quick)' if quick else ''}", file=out, flush=True)  # fmt: skip
+    print(f"load average before: {_load()}", file=out, flush=True)
 
     def line(label: str, value: str) -> None:
         print(f"{label + ':':<38} {value}", file=out, flush=True)
@@ -183,4 +187,21 @@ def run(quick: bool = False, out: TextIO | None = None, err: TextIO | None = Non
     except (BenchError, Empty) as e:
         print(f"FAILED: {type(e).__name__}: {e}", file=out, flush=True)
         return 1
+    finally:
+        print(f"load average after:  {_load()}", file=out, flush=True)
     return 0
+
+
+def _load() -> str:
+    """The 1, 5 and 15 minute load averages: beside the figures, they say how
+    busy the machine was (a load above the CPU count slows every figure)."""
+    getloadavg = getattr(os, "getloadavg", None)  # Windows has none
+    try:
+        loads = getloadavg() if getloadavg is not None else None
+    except OSError:  # no load figures readable (a restricted host)
+        loads = None
+    if loads is None:
+        return "not available here"
+    one, five, fifteen = loads
+    busy = " (busier than its CPUs: expect lower figures)" if one > (os.cpu_count() or 1) else ""
+    return f"{one:.2f} {five:.2f} {fifteen:.2f} (1, 5, 15 min){busy}"

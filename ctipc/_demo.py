@@ -122,8 +122,9 @@ def run(
     write = stream.write
     prefix = f"demo{os.getpid()}"
     write(
-        f"ctipc demo: {workers} worker processes, {rounds} jobs each, at most {slots} busy "
-        f"at once; then {burst:,} messages each through the queue\n"
+        f"ctipc demo: {_plural(workers, 'worker process', 'worker processes')}, "
+        f"{_plural(rounds, 'job')} each, at most {slots} busy at once; "
+        f"then {_plural(burst, 'message')} each through the queue\n"
     )
     with ExitStack() as stack:
         shm, _, _, events = _open(stack, prefix, True, slots, 64 + 64 * workers + 64)
@@ -153,8 +154,13 @@ def run(
     write(
         f"shared counter: {counter} (expected {expected}); job reports on the queue: "
         f"{reports}; highest concurrency: {peak} (limit {slots})\n"
-        f"queue: {streamed:,} of {workers * burst:,} messages of 64 B arrived, in order per "
-        f"worker, at {streamed / max(seconds, 1e-9):,.0f} messages/s; {elapsed:.1f} s in all\n"
+        + (
+            f"queue: {streamed:,} of {workers * burst:,} messages of 64 B arrived, in order per "
+            f"worker, at {streamed / max(seconds, 1e-9):,.0f} messages/s"
+            if burst
+            else "queue: no messages streamed (--messages 0)"
+        )
+        + f"; {elapsed:.1f} s in all\n"
     )
     ok = (
         not failed
@@ -166,6 +172,10 @@ def run(
     )
     write("OK: the processes coordinated through names only\n" if ok else "FAILED\n")
     return 0 if ok else 1
+
+
+def _plural(n: int, one: str, many: str = "") -> str:
+    return f"{n:,} {one if n == 1 else many or one + 's'}"
 
 
 def _terminal_write(stream: TextIO) -> Callable[[str], object] | None:

@@ -35,6 +35,13 @@ class IncompatibleError(CtipcError):
     __module__ = "ctipc"
 
 
+def waited(block: bool, timeout: float | None) -> str:
+    """How long a call that raised Full or Empty waited, for its message."""
+    if not block:
+        return "at once (block=False)"
+    return "in time" if timeout is None else f"within timeout={timeout:g} s"
+
+
 class Full(queue.Full):
     """Raised by ``MessageQueue.put`` when no room appeared before the timeout."""
 

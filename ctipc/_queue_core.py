@@ -22,7 +22,7 @@ from ._args import check_open_args, check_size
 from ._backend import MUTEX_TIMEOUT, WAIT_SLICE
 from ._backend import os_backend as _os
 from ._base import Closable, mutex_error
-from ._errors import CorruptedError, Empty, IncompatibleError
+from ._errors import CorruptedError, Empty, IncompatibleError, waited
 from ._ring import (
     CONSUMERS_WAITING,
     CONTROL,
@@ -499,7 +499,7 @@ class QueueCore(Closable):
         if got:
             return got
         if not block:
-            raise Empty
+            raise Empty(f"no message in MessageQueue {self.name!r} {waited(block, timeout)}")
         if self._spin(TAIL, self._tail_seen):  # a message in moments: no sleep
             self._refresh_tail(deadline)
             got = step(limit, deadline)
@@ -520,7 +520,9 @@ class QueueCore(Closable):
                 else:
                     slice_ = min(WAIT_SLICE, deadline - time.monotonic())
                     if slice_ <= 0:
-                        raise Empty
+                        raise Empty(
+                            f"no message in MessageQueue {self.name!r} {waited(block, timeout)}"
+                        )
                 self._check_open()
                 _os.semaphore_wait(self._data_sem, slice_)
         finally:

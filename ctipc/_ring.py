@@ -150,7 +150,10 @@ def as_bytes_view(message: object) -> memoryview:
     try:
         view = memoryview(message)  # type: ignore[arg-type]
     except TypeError:
-        raise TypeError(f"a message is bytes-like, not {type(message).__name__}") from None
+        raise TypeError(
+            f"a message must be bytes-like (bytes, bytearray, memoryview), not "
+            f"{type(message).__name__}"
+        ) from None
     if view.format == "B" and view.ndim == 1 and view.c_contiguous:
         return view
     # Other formats and shapes are sent as their bytes (strided ones copied).

@@ -15,7 +15,7 @@ from typing import Any, Callable
 from . import aio
 from ._backend import WAIT_SLICE
 from ._backend import os_backend as _os
-from ._errors import Full
+from ._errors import Full, waited
 from ._queue_core import QueueCore
 from ._ring import (
     CONSUMERS_WAITING,
@@ -63,7 +63,7 @@ class MessageQueue(QueueCore):
         self._enter()
         try:
             if not self._produce([view], 0, block, timeout)[0]:
-                raise Full
+                raise Full(f"no room in MessageQueue {self.name!r} {waited(block, timeout)}")
         finally:
             self._leave()
 
@@ -78,6 +78,11 @@ class MessageQueue(QueueCore):
         :class:`ctipc.Full` (no room before ``timeout``) the messages before
         the first one that did not fit have been put; the exception says how
         many."""
+        if isinstance(messages, (bytes, bytearray, memoryview, str)):
+            raise TypeError(
+                "put_many takes a list (any iterable) of messages, not one "
+                f"{type(messages).__name__}: put_many([message]), or put(message)"
+            )
         views: list[bytes | memoryview] = [self._checked(m) for m in messages]
         self._enter()
         try:  # (no views would mean a reservation to _produce)
@@ -85,7 +90,10 @@ class MessageQueue(QueueCore):
         finally:
             self._leave()
         if sent < len(views):
-            raise Full(f"{sent} of {len(views)} messages were put before the queue stayed full")
+            raise Full(
+                f"{sent} of {len(views)} messages were put before MessageQueue {self.name!r} "
+                f"stayed full; no room for the rest {waited(block, timeout)}"
+            )
 
     def reserve(self, nbytes: int, block: bool = True,
                 timeout: float | None = None) -> Reservation:  # fmt: skip
@@ -231,7 +239,10 @@ class MessageQueue(QueueCore):
             if reserve:
                 sent, held, registered = self._produce([], nbytes, block, timeout)
                 if not sent or held is None:
-                    raise Full
+                    raise Full(
+                        f"no room for {nbytes} bytes in MessageQueue {self.name!r} "
+                        f"{waited(block, timeout)}"
+                    )
                 tail, pos, skip = held
                 start = 0 if skip else pos
                 view = self._ring_view[start + 8 : start + 8 + nbytes]

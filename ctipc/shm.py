@@ -127,7 +127,15 @@ class SharedMemory(Closable):
     def write(self, data: bytes | bytearray | memoryview, offset: int = 0) -> int:
         """Copy ``data`` (any bytes-like object) to ``offset``; return its length.
         ValueError, with nothing written, if it does not fit."""
-        with memoryview(data) as view:
+        if isinstance(data, str):
+            raise TypeError("SharedMemory.write takes bytes, not str: encode it, or use write_str")
+        try:
+            view = memoryview(data)
+        except TypeError:
+            raise TypeError(
+                f"SharedMemory.write takes bytes-like data, not {type(data).__name__}"
+            ) from None
+        with view:
             raw = view.cast("B") if view.format != "B" or view.ndim != 1 else view
             offset, n = self._span(offset, raw.nbytes)
             self.buf[offset : offset + n] = raw
@@ -170,7 +178,10 @@ class SharedMemory(Closable):
                 data.close()  # BufferError if the caller still holds views
             except BufferError:
                 self._buf = memoryview(data)
-                raise
+                raise BufferError(
+                    f"SharedMemory {self.name!r} cannot close while views of its buf are "
+                    "alive: release them first (view.release(), or take them in a with block)"
+                ) from None
             self._buf = None
         super().close()
 

@@ -23,6 +23,8 @@ import urllib.request
 from collections.abc import Callable
 from typing import Any
 
+import pytest
+
 import ctipc
 from ctipc import _header, _names, _segment
 
@@ -49,6 +51,24 @@ KIND_LETTER = {
     ctipc.SharedMemory: "m",
     ctipc.MessageQueue: "q",
 }
+
+#: the kinds whose lifetime and header tests are written once for all three
+#: (MessageQueue, with its own sizes and protocol, has test_mq.py)
+KINDS = [ctipc.Semaphore, ctipc.Lock, ctipc.SharedMemory]
+
+#: every kind of object
+ALL_KINDS = [*KINDS, ctipc.MessageQueue]
+
+#: ``@kinds`` runs a test once per kind in KINDS, as its ``cls`` argument
+kinds = pytest.mark.parametrize("cls", KINDS, ids=lambda c: c.__name__)
+
+
+def make(cls: type, name: Any, **kwargs: Any) -> Any:
+    """``cls(name, **kwargs)``; a SharedMemory gets a small ``size`` unless one is given."""
+    if cls is ctipc.SharedMemory:
+        kwargs.setdefault("size", 64)
+    return cls(name, **kwargs)
+
 
 #: this directory: children that import ``_mp_workers`` put it on sys.path
 TESTS_DIR = os.path.dirname(os.path.abspath(__file__))

@@ -3,21 +3,13 @@
 from __future__ import annotations
 
 import os
-from typing import Any, Callable
+from typing import Callable
 
 import pytest
-from helpers import DEV_SHM, exists, shm_entries, stored_header
+from helpers import DEV_SHM, KINDS, exists, make, shm_entries, stored_header
 
 import ctipc
 from ctipc import _names
-
-KINDS = [ctipc.Semaphore, ctipc.Lock, ctipc.SharedMemory]
-
-
-def make(cls: type, name: Any, **kwargs: Any) -> Any:
-    if cls is ctipc.SharedMemory:
-        kwargs.setdefault("size", 64)
-    return cls(name, **kwargs)
 
 
 def made_here(entry: str) -> bool:

@@ -8,6 +8,7 @@ unique names (other ctipc users may have objects of their own).
 
 from __future__ import annotations
 
+import ast
 import json
 import os
 import re
@@ -311,11 +312,14 @@ def test_bench_quick() -> None:
     proc = cli("bench", "--quick", timeout=60)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     lines = proc.stdout.splitlines()
-    assert len(lines) == 5, proc.stdout
+    assert len(lines) == 7, proc.stdout
     assert lines[0].startswith(f"ctipc {ctipc.__version__} bench: ") and "(quick)" in lines[0]
     number = r"[0-9][0-9,]*(\.[0-9]+)?"
+    load = r"(\d+\.\d\d \d+\.\d\d \d+\.\d\d \(1, 5, 15 min\)( \(busier .*\))?|not available here)"
+    assert re.fullmatch(rf"load average before: {load}", lines[1]), lines[1]
+    assert re.fullmatch(rf"load average after:  {load}", lines[6]), lines[6]
     for line, pattern in zip(
-        lines[1:],
+        lines[2:6],
         [
             rf"put/get, 64 B, 1 -> 1 process: +{number} msg/s",
             rf"put_many/get_many, 64 B, batch 64: +{number} msg/s",
@@ -340,6 +344,13 @@ def test_bench_quick() -> None:
         ["ls", "--bogus"],
         ["gc", "extra"],
         ["demo", "--workers", "two"],
+        ["demo", "--workers", "0"],
+        ["demo", "--workers", "-1"],
+        ["demo", "--workers", "257"],
+        ["demo", "--rounds", "0"],
+        ["demo", "--rounds", "0", "--messages", "0"],
+        ["demo", "--messages", "-1"],
+        ["demo", "--messages", "1.5"],
         ["bench", "--bogus"],
     ],
     ids=lambda a: " ".join(a) or "no command",
@@ -357,3 +368,61 @@ def test_rm_of_an_invalid_name_exits_1(bad: str) -> None:
     result = cli("rm", bad)
     assert result.returncode == 1
     assert result.stderr.startswith("ctipc: name must")
+
+
+def test_version() -> None:
+    assert ok("--version") == f"ctipc {ctipc.__version__}\n"
+
+
+@pytest.mark.parametrize("command", ["", "ls", "rm", "gc", "demo", "bench"])
+def test_help_describes_every_command_and_its_defaults(command: str) -> None:
+    text = ok(*([command] if command else []), "--help")
+    assert text.startswith("usage: python -m ctipc"), text
+    assert "``" not in text and ":class:" not in text  # plain words, not a docstring's markup
+    # a description paragraph after the usage lines
+    assert re.search(r"\n\n[A-Z][a-z]+ [^\n]*(\n[^\n]+)*\.\n", text), text
+    if not command:
+        for name in ("ls", "rm", "gc", "demo", "bench", "--version"):
+            assert re.search(rf"^ +{name} ", text, re.M), (name, text)
+    if command == "demo":
+        for default in ("(default: 4)", "(default: 2000)", "(default: 50000)"):
+            assert default in " ".join(text.split()), text
+    if command == "rm":
+        assert "(default: every kind)" in text
+
+
+def test_demo_argument_errors_say_what_is_allowed() -> None:
+    result = cli("demo", "--workers", "0")
+    assert "argument --workers: must be 1 to 256, not 0" in result.stderr
+    assert result.stdout == ""  # refused before any process or object was made
+
+
+#: unusual names, around a unique part ``{}``: blanks and control characters,
+#: and quotes, which ``ls`` must show so that ``rm`` cannot misread them
+WEIRD = ["{} weird\tname", "'{}'", '"{}"', "{}'s", "'{}", "\u00e9t\u00e9 {}", "{}\\x20"]
+
+
+@needs_names
+@pytest.mark.parametrize("pattern", WEIRD, ids=range(len(WEIRD)))
+def test_rm_accepts_the_name_as_ls_shows_it(new_name: Callable[..., str], pattern: str) -> None:
+    text = new_name(pattern.format(new_name()))
+    with Child(HOLD, *hold(text, "Lock")) as holder:
+        holder.expect("ready")
+        rows = [line.split() for line in ok("ls").splitlines()[1:]]
+        (shown,) = [row[1] for row in rows if row[0] == "Lock" and read_back(row[1]) == text]
+        if text != text.strip("'\"") or " " in text or "\t" in text:
+            assert shown[0] in "'\"" and " " not in shown, shown
+        assert ok("rm", shown).splitlines() == [f"removed Lock {text!r}"]
+        assert not exists(ctipc.Lock, text)
+        holder.send()
+        holder.expect("closed")
+        holder.finish()
+
+
+def read_back(shown: str) -> str:
+    """The name a NAME cell of ``ls`` stands for: a quoted cell is a Python literal."""
+    if shown[:1] in ("'", '"'):
+        value = ast.literal_eval(shown)
+        assert isinstance(value, str)
+        return value
+    return shown

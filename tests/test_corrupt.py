@@ -4,7 +4,9 @@ The header of a live object is overwritten through its file in /dev/shm, as a
 buggy or hostile process could; opening the object by name must then raise
 ``ctipc.CorruptedError`` (bytes that are not a valid object) or
 ``ctipc.IncompatibleError`` (another layout version or ABI), and the damage
-is repaired before the test closes the object.
+is repaired before the test closes the object.  A MessageQueue whose ring,
+header or counters were overwritten makes a child's calls raise
+``CorruptedError`` (or refuse to open), never return garbage.
 """
 
 from __future__ import annotations
@@ -17,26 +19,19 @@ from contextlib import contextmanager
 from typing import Any
 
 import pytest
-from helpers import HAVE_DEV_SHM, exists, header_path, semaphore_path
+from helpers import HAVE_DEV_SHM, Child, exists, header_path, kinds, make, semaphore_path
 
 import ctipc
 from ctipc import _header
 from ctipc._backend import os_backend
+from ctipc._ring import CONTROL, RING
 
 pytestmark = pytest.mark.skipif(not HAVE_DEV_SHM, reason="objects are not files in /dev/shm here")
 
-KINDS = [ctipc.Semaphore, ctipc.Lock, ctipc.SharedMemory]
-kinds = pytest.mark.parametrize("cls", KINDS, ids=lambda c: c.__name__)
 
 # Offsets in the header (docs/FORMAT.md; struct "=8s4I3Q4IQ")
 MAGIC, VERSION, STATE, HEADER_SIZE, FLAGS, TOTAL, PARAM0 = 0, 8, 12, 16, 20, 24, 32
 SLOTS, SLOT_OFFSET, NAME_LEN = 48, 52, 56
-
-
-def make(cls: type, name: str, **kwargs: Any) -> Any:
-    if cls is ctipc.SharedMemory:
-        kwargs.setdefault("size", 64)
-    return cls(name, **kwargs)
 
 
 @contextmanager
@@ -238,3 +233,142 @@ def test_zero_filled_segment_left_by_a_dead_creator_is_replaced(name: str) -> No
     with ctipc.SharedMemory(name, 16) as shm:
         assert time.monotonic() - start < 5
         assert shm.read() == bytes(16)
+
+
+# -- MessageQueue: ring, header and counters ------------------------------------------------
+
+MQ = ctipc.MessageQueue
+
+# The queue's control page and records, as docs/FORMAT.md documents them
+# (section 7): byte offsets of the u64 fields in the segment, and the u32
+# record length that means "continue at the start of the ring".
+TAIL, PUTS, HEAD = CONTROL + 0, CONTROL + 8, CONTROL + 64
+WRAP = 0xFFFFFFFF
+
+
+PROBE_CORRUPT = """
+    try:
+        q = ctipc.MessageQueue(sys.argv[1], create=False)
+    except Exception as e:
+        out("open", type(e).__name__)
+        raise SystemExit(0)
+    for what, call in [
+        ("get_nowait", q.get_nowait),
+        ("get", lambda: q.get(timeout=1)),
+        ("get_many", lambda: q.get_many(10, timeout=1)),
+    ]:
+        try:
+            got = call()
+        except Exception as e:
+            out(what, type(e).__name__)
+        else:
+            out(what, "returned", repr(got)[:60])
+    try:
+        q.put_nowait(b"x" * 50)
+    except Exception as e:
+        out("put", type(e).__name__)
+    else:
+        out("put", "ok")
+    out("len", type(len(q)).__name__)
+"""
+
+
+def corruptions(ring: int, head: int, tail: int, max_message: int) -> dict[str, list[Any]]:
+    """name -> [(offset, bytes), ...] for a queue whose ring of ``ring``
+    bytes holds records between ``head`` and ``tail`` (both < ring)."""
+    return {
+        "tail beyond the ring": [(TAIL, u64(head + ring + 64))],
+        "head beyond the tail": [(HEAD, u64(tail + 64))],
+        "huge tail": [(TAIL, u64(2**64 - 8))],
+        "huge head": [(HEAD, u64(2**64 - 8))],
+        "record longer than max_message": [(RING + head, u32(max_message + 1))],
+        "record length 0xFFFFFFFE": [(RING + head, u32(WRAP - 1))],
+        "record beyond the tail": [(RING + head, u32(tail - head))],
+        "wrap marker with nothing after it": [(RING + head, u32(WRAP))],
+        "record across the end of the ring": [
+            (HEAD, u64(ring - 16)),
+            (TAIL, u64(ring + 64)),
+            (RING + ring - 16, u32(48)),
+        ],
+    }
+
+
+CORRUPTION_NAMES = list(corruptions(1 << 16, 0, 64, 1000))
+
+
+@pytest.mark.parametrize("what", CORRUPTION_NAMES)
+def test_corrupt_ring_makes_get_raise_corrupted_error(name: str, what: str) -> None:
+    with MQ(name, capacity=1 << 16, max_message=1000) as q:
+        q.put_many([b"a" * 100, b"b" * 200, b"c" * 10])
+        path = header_path(MQ, name)
+        with open(path, "r+b") as f:
+            f.seek(HEAD)
+            head = struct.unpack("=Q", f.read(8))[0]
+            f.seek(TAIL)
+            tail = struct.unpack("=Q", f.read(8))[0]
+            assert (head, tail) == (0, 8 + 104 + 8 + 200 + 8 + 16)
+            for offset, data in corruptions(q.capacity, head, tail, q.max_message)[what]:
+                f.seek(offset)
+                f.write(data)
+        with Child(PROBE_CORRUPT, name) as child:
+            for call in ("get_nowait", "get", "get_many"):
+                assert child.readline() == f"{call} CorruptedError"
+            assert child.readline() in ("put ok", "put Full", "put CorruptedError")
+            assert child.readline() in ("len int", "len CorruptedError")
+            child.finish()
+
+
+@pytest.mark.parametrize(
+    "offset, data, error",
+    [
+        (32, u64(1 << 17), "CorruptedError"),
+        (32, u64(4096), "CorruptedError"),
+        (40, u64(1 << 15), "CorruptedError"),
+        (40, u64(0xFFFFFFFF), "CorruptedError"),
+        (40, u64(1 << 40), "CorruptedError"),
+        (8, u32(2), "IncompatibleError"),
+        (6, b"m", "CorruptedError"),
+    ],
+    ids=[
+        "capacity grown",
+        "capacity shrunk",
+        "max_message half",
+        "max_message WRAP",
+        "max_message huge",
+        "newer version",
+        "kind letter",
+    ],
+)
+def test_corrupt_header_refuses_to_open(name: str, offset: int, data: bytes, error: str) -> None:
+    # header fields (docs/FORMAT.md): magic 0, version 8, param0 (capacity)
+    # 32, param1 (max_message) 40
+    with MQ(name, capacity=1 << 16, max_message=1000) as q:
+        q.put(b"x")
+        with open(header_path(MQ, name), "r+b") as f:
+            f.seek(offset)
+            f.write(data)
+        with Child(PROBE_CORRUPT, name) as child:
+            assert child.readline() == f"open {error}"
+            child.finish()
+
+
+def test_corrupt_counters_do_not_break_len(name: str) -> None:
+    with MQ(name, capacity=1 << 16, max_message=1000) as q:
+        q.put(b"x")
+        with open(header_path(MQ, name), "r+b") as f:
+            f.seek(PUTS)
+            f.write(u64(2**64 - 1))
+        code = """
+            q = ctipc.MessageQueue(sys.argv[1], create=False)
+            try:
+                n = len(q)
+            except Exception as e:
+                out(type(e).__name__)
+            else:
+                out("int" if n >= 0 else "negative")
+            out(q.get(timeout=15).decode())
+        """
+        with Child(code, name) as child:
+            assert child.readline() in ("int", "CorruptedError")
+            child.expect("x")
+            child.finish()

@@ -38,9 +38,12 @@ from helpers import (
 import ctipc
 from ctipc import _header
 
-pytestmark = pytest.mark.skipif(
-    not HAVE_SIGKILL or sys.platform == "win32", reason="needs SIGKILL and POSIX"
-)
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.skipif(
+        not HAVE_SIGKILL or sys.platform == "win32", reason="needs SIGKILL and POSIX"
+    ),
+]
 
 ROUNDS = 8
 

@@ -35,6 +35,8 @@ STOP_DEADLINE = 15.0  # seconds for a server to exit after SIGTERM
 DEV_SHM = Path("/dev/shm")
 CHECK_DEV_SHM = sys.platform.startswith("linux") and DEV_SHM.is_dir()
 
+pytestmark = pytest.mark.slow
+
 
 def unique(prefix: str) -> str:
     return f"{prefix}-{os.getpid()}-{uuid.uuid4().hex[:8]}"

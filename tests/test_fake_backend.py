@@ -22,6 +22,7 @@ from typing import Any
 
 import pytest
 from fake_backend import ContractError, FakeBackend, OsProxy
+from helpers import kinds, make
 
 import ctipc
 from ctipc import _backend, _base, _header, _names, _segment
@@ -84,17 +85,6 @@ kernel_only = pytest.mark.parametrize("fake", ["kernel"], indirect=True)
 def os_name(cls: type, name: str) -> str:
     letter = {ctipc.Semaphore: "s", ctipc.Lock: "l", ctipc.SharedMemory: "m"}[cls]
     return _names.os_name(letter, "h", name)
-
-
-def make(cls: type, name: str, **kwargs: Any) -> Any:
-    if cls is ctipc.SharedMemory:
-        kwargs.setdefault("size", 100)
-    return cls(name, **kwargs)
-
-
-kinds = pytest.mark.parametrize(
-    "cls", [ctipc.Semaphore, ctipc.Lock, ctipc.SharedMemory], ids=lambda c: c.__name__
-)
 
 
 def crash(fake: FakeBackend, obj: Any, pid: int) -> None:

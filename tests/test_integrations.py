@@ -33,9 +33,12 @@ from helpers import CHILD_PIDS, DEADLINE, HAVE_DEV_SHM, child_env, entries_of, h
 
 import ctipc
 
-pytestmark = pytest.mark.skipif(
-    os.name != "posix", reason="gunicorn is POSIX-only; both servers are stopped with SIGTERM"
-)
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.skipif(
+        os.name != "posix", reason="gunicorn is POSIX-only; both servers are stopped with SIGTERM"
+    ),
+]
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 GUNICORN_APP = EXAMPLES / "gunicorn_app"

@@ -12,7 +12,6 @@ import os
 import textwrap
 import time
 import warnings
-from typing import Any
 
 import pytest
 from helpers import (
@@ -22,14 +21,14 @@ from helpers import (
     Child,
     exists,
     header_path,
+    kinds,
+    make,
     run_child,
     semaphore_path,
 )
 
 import ctipc
 
-KINDS = [ctipc.Semaphore, ctipc.Lock, ctipc.SharedMemory]
-kinds = pytest.mark.parametrize("cls", KINDS, ids=lambda c: c.__name__)
 needs_sigkill = pytest.mark.skipif(not HAVE_SIGKILL, reason="no SIGKILL here")
 needs_persistent = pytest.mark.skipif(
     not ctipc.PERSISTENT_SUPPORTED, reason="persistent objects are not supported here"
@@ -42,12 +41,6 @@ OPEN = textwrap.dedent(
     obj = cls(sys.argv[1], create=False)
     """
 )
-
-
-def make(cls: type, name: str, **kwargs: Any) -> Any:
-    if cls is ctipc.SharedMemory:
-        kwargs.setdefault("size", 64)
-    return cls(name, **kwargs)
 
 
 def os_entries(cls: type, name: str) -> list[str]:

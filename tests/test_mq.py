@@ -1,5 +1,6 @@
 """MessageQueue: the API, exactly-once delivery between real processes,
-batches, timeouts, bad input, lifetime, the Listener, corruption and threads.
+batches, timeouts, bad input, lifetime and threads.  The Listener has
+test_listener.py; a corrupted queue, test_corrupt.py.
 
 Cross-process tests run their other side in separate interpreters
 (``helpers.Child``) that know nothing of the test process but the queue's
@@ -13,13 +14,11 @@ from __future__ import annotations
 
 import array
 import json
-import logging
 import os
 import queue
 import random
 import signal
 import stat
-import struct
 import textwrap
 import threading
 import time
@@ -38,19 +37,11 @@ from helpers import (
     Child,
     drain,
     exists,
-    header_path,
     run_threads,
 )
 
 import ctipc
 from ctipc import _names
-from ctipc._ring import CONTROL, RING
-
-# The queue's control page and records, as docs/FORMAT.md documents them
-# (section 7): byte offsets of the u64 fields in the segment, and the u32
-# record length that means "continue at the start of the ring".
-TAIL, PUTS, HEAD = CONTROL + 0, CONTROL + 8, CONTROL + 64
-WRAP = 0xFFFFFFFF
 
 MQ = ctipc.MessageQueue
 needs_dev_shm = pytest.mark.skipif(not HAVE_DEV_SHM, reason="objects are not files in /dev/shm")
@@ -990,279 +981,6 @@ def test_consumer_killed_while_waiting_leaves_no_wake_ups_behind(name: str) -> N
             assert len(q.get_many(100, timeout=DEADLINE)) == 50
         stale = os_backend.semaphore_value(q._data_sem)
         assert stale is not None and stale <= 2, f"{stale} wake-ups posted for a dead consumer"
-
-
-# -- Listener -----------------------------------------------------------------------------
-
-
-def test_listener_delivers_in_order_messages_of_another_process(name: str) -> None:
-    code = """
-        q = ctipc.MessageQueue(sys.argv[1], create=False)
-        for i in range(0, 1000, 10):
-            q.put_many([b"%d" % j for j in range(i, i + 10)], timeout=15)
-        out("done")
-    """
-    got: list[bytes] = []
-    all_there = threading.Event()
-
-    def callback(m: bytes) -> None:
-        got.append(m)
-        if len(got) == 1000:
-            all_there.set()
-
-    with MQ(name, capacity=8192, max_message=100) as q:
-        listener = q.listen(callback)
-        try:
-            assert isinstance(listener, ctipc.Listener)
-            assert listener.running
-            with Child(code, name) as child:
-                child.expect("done")
-                child.finish()
-            assert all_there.wait(DEADLINE)
-            assert got == [b"%d" % i for i in range(1000)]
-        finally:
-            start = time.monotonic()
-            assert listener.stop(timeout=DEADLINE)
-            assert elapsed(start) < 2
-        assert not listener.running
-        assert listener.stop(timeout=1)  # idempotent
-
-
-def test_listener_logs_a_failing_callback_and_goes_on(
-    name: str, caplog: pytest.LogCaptureFixture
-) -> None:
-    got: list[bytes] = []
-    done = threading.Event()
-
-    def callback(m: bytes) -> None:
-        got.append(m)
-        if m == b"end":
-            done.set()
-        if m.startswith(b"bad"):
-            raise RuntimeError(f"callback refuses {m!r}")
-
-    with caplog.at_level(logging.ERROR, logger="ctipc"):
-        with MQ(name, capacity=8192, max_message=100) as q:
-            with q.listen(callback) as listener:
-                q.put_many([b"one", b"bad 1", b"two"])
-                q.put(b"bad 2")
-                q.put(b"end")
-                assert done.wait(DEADLINE)
-            assert not listener.running
-    assert got == [b"one", b"bad 1", b"two", b"bad 2", b"end"]
-    failures = [r for r in caplog.records if r.name == "ctipc" and r.levelno >= logging.ERROR]
-    assert len(failures) == 2
-    for record, text in zip(failures, ["bad 1", "bad 2"]):
-        assert record.exc_info is not None
-        assert isinstance(record.exc_info[1], RuntimeError)
-        assert text in str(record.exc_info[1])
-        assert name in record.getMessage()
-
-
-def test_listener_stop_is_prompt_and_leaves_messages_it_did_not_take(name: str) -> None:
-    with MQ(name, capacity=8192, max_message=100) as q:
-        listener = q.listen(lambda m: None)
-        assert listener.running
-        start = time.monotonic()
-        assert listener.stop(timeout=DEADLINE) is True
-        assert elapsed(start) < 2
-        assert not listener.running
-        q.put(b"for someone else")
-        assert q.get(timeout=DEADLINE) == b"for someone else"
-        with pytest.raises(TypeError):
-            q.listen("not callable")  # type: ignore[arg-type]
-
-
-def test_listener_stopped_during_a_busy_callback_loses_and_repeats_nothing(name: str) -> None:
-    """Messages the listener took are all delivered even after stop(); the
-    others stay in the queue."""
-    delivered: list[bytes] = []
-    inside = threading.Event()
-    release = threading.Event()
-
-    def callback(m: bytes) -> None:
-        delivered.append(m)
-        inside.set()
-        assert release.wait(DEADLINE)
-
-    sent = [b"%d" % i for i in range(300)]
-    with MQ(name, capacity=1 << 16, max_message=100) as q:
-        listener = q.listen(callback)
-        try:
-            q.put_many(sent)
-            assert inside.wait(DEADLINE)
-            assert listener.stop(timeout=0.2) is False  # busy in the callback
-            assert listener.running
-        finally:
-            release.set()
-        assert listener.stop(timeout=DEADLINE) is True
-        assert not listener.running
-        left = drain(q)
-    assert delivered + left == sent
-
-
-def test_closing_the_queue_ends_its_listener(name: str) -> None:
-    got: list[bytes] = []
-    first = threading.Event()
-
-    def callback(m: bytes) -> None:
-        got.append(m)
-        first.set()
-
-    q = MQ(name, capacity=8192, max_message=100)
-    try:
-        listener = q.listen(callback)
-        q.put(b"before close")
-        assert first.wait(DEADLINE)
-    finally:
-        q.close()
-    deadline = time.monotonic() + DEADLINE
-    while listener.running and time.monotonic() < deadline:
-        time.sleep(0.01)  # polls a condition, with a deadline
-    assert not listener.running
-    assert listener.stop(timeout=1)
-    assert got == [b"before close"]
-
-
-# -- corruption ---------------------------------------------------------------------------
-
-PROBE_CORRUPT = """
-    try:
-        q = ctipc.MessageQueue(sys.argv[1], create=False)
-    except Exception as e:
-        out("open", type(e).__name__)
-        raise SystemExit(0)
-    for what, call in [
-        ("get_nowait", q.get_nowait),
-        ("get", lambda: q.get(timeout=1)),
-        ("get_many", lambda: q.get_many(10, timeout=1)),
-    ]:
-        try:
-            got = call()
-        except Exception as e:
-            out(what, type(e).__name__)
-        else:
-            out(what, "returned", repr(got)[:60])
-    try:
-        q.put_nowait(b"x" * 50)
-    except Exception as e:
-        out("put", type(e).__name__)
-    else:
-        out("put", "ok")
-    out("len", type(len(q)).__name__)
-"""
-
-
-def u64(v: int) -> bytes:
-    return struct.pack("=Q", v)
-
-
-def u32(v: int) -> bytes:
-    return struct.pack("=I", v)
-
-
-def corruptions(ring: int, head: int, tail: int, max_message: int) -> dict[str, list[Any]]:
-    """name -> [(offset, bytes), ...] for a queue whose ring of ``ring``
-    bytes holds records between ``head`` and ``tail`` (both < ring)."""
-    return {
-        "tail beyond the ring": [(TAIL, u64(head + ring + 64))],
-        "head beyond the tail": [(HEAD, u64(tail + 64))],
-        "huge tail": [(TAIL, u64(2**64 - 8))],
-        "huge head": [(HEAD, u64(2**64 - 8))],
-        "record longer than max_message": [(RING + head, u32(max_message + 1))],
-        "record length 0xFFFFFFFE": [(RING + head, u32(WRAP - 1))],
-        "record beyond the tail": [(RING + head, u32(tail - head))],
-        "wrap marker with nothing after it": [(RING + head, u32(WRAP))],
-        "record across the end of the ring": [
-            (HEAD, u64(ring - 16)),
-            (TAIL, u64(ring + 64)),
-            (RING + ring - 16, u32(48)),
-        ],
-    }
-
-
-CORRUPTION_NAMES = list(corruptions(1 << 16, 0, 64, 1000))
-
-
-@needs_dev_shm
-@pytest.mark.parametrize("what", CORRUPTION_NAMES)
-def test_corrupt_ring_makes_get_raise_corrupted_error(name: str, what: str) -> None:
-    with MQ(name, capacity=1 << 16, max_message=1000) as q:
-        q.put_many([b"a" * 100, b"b" * 200, b"c" * 10])
-        path = header_path(MQ, name)
-        with open(path, "r+b") as f:
-            f.seek(HEAD)
-            head = struct.unpack("=Q", f.read(8))[0]
-            f.seek(TAIL)
-            tail = struct.unpack("=Q", f.read(8))[0]
-            assert (head, tail) == (0, 8 + 104 + 8 + 200 + 8 + 16)
-            for offset, data in corruptions(q.capacity, head, tail, q.max_message)[what]:
-                f.seek(offset)
-                f.write(data)
-        with Child(PROBE_CORRUPT, name) as child:
-            for call in ("get_nowait", "get", "get_many"):
-                assert child.readline() == f"{call} CorruptedError"
-            assert child.readline() in ("put ok", "put Full", "put CorruptedError")
-            assert child.readline() in ("len int", "len CorruptedError")
-            child.finish()
-
-
-@needs_dev_shm
-@pytest.mark.parametrize(
-    "offset, data, error",
-    [
-        (32, u64(1 << 17), "CorruptedError"),
-        (32, u64(4096), "CorruptedError"),
-        (40, u64(1 << 15), "CorruptedError"),
-        (40, u64(0xFFFFFFFF), "CorruptedError"),
-        (40, u64(1 << 40), "CorruptedError"),
-        (8, u32(2), "IncompatibleError"),
-        (6, b"m", "CorruptedError"),
-    ],
-    ids=[
-        "capacity grown",
-        "capacity shrunk",
-        "max_message half",
-        "max_message WRAP",
-        "max_message huge",
-        "newer version",
-        "kind letter",
-    ],
-)
-def test_corrupt_header_refuses_to_open(name: str, offset: int, data: bytes, error: str) -> None:
-    # header fields (docs/FORMAT.md): magic 0, version 8, param0 (capacity)
-    # 32, param1 (max_message) 40
-    with MQ(name, capacity=1 << 16, max_message=1000) as q:
-        q.put(b"x")
-        with open(header_path(MQ, name), "r+b") as f:
-            f.seek(offset)
-            f.write(data)
-        with Child(PROBE_CORRUPT, name) as child:
-            assert child.readline() == f"open {error}"
-            child.finish()
-
-
-@needs_dev_shm
-def test_corrupt_counters_do_not_break_len(name: str) -> None:
-    with MQ(name, capacity=1 << 16, max_message=1000) as q:
-        q.put(b"x")
-        with open(header_path(MQ, name), "r+b") as f:
-            f.seek(PUTS)
-            f.write(u64(2**64 - 1))
-        code = """
-            q = ctipc.MessageQueue(sys.argv[1], create=False)
-            try:
-                n = len(q)
-            except Exception as e:
-                out(type(e).__name__)
-            else:
-                out("int" if n >= 0 else "negative")
-            out(q.get(timeout=15).decode())
-        """
-        with Child(code, name) as child:
-            assert child.readline() in ("int", "CorruptedError")
-            child.expect("x")
-            child.finish()
 
 
 # -- threads ------------------------------------------------------------------------------

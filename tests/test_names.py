@@ -2,21 +2,22 @@
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from typing import Callable
 
 import pytest
-from helpers import HAVE_DEV_SHM, exists, header_os_name, header_path, run_child, stored_header
+from helpers import (
+    HAVE_DEV_SHM,
+    KINDS,
+    exists,
+    header_os_name,
+    header_path,
+    make,
+    run_child,
+    stored_header,
+)
 
 import ctipc
 from ctipc import _names
-
-KINDS = [ctipc.Semaphore, ctipc.Lock, ctipc.SharedMemory]
-
-
-def make(cls: type, name: str, **kwargs: Any) -> Any:
-    if cls is ctipc.SharedMemory:
-        kwargs.setdefault("size", 32)
-    return cls(name, **kwargs)
 
 
 def test_kinds_have_separate_namespaces(name: str) -> None:

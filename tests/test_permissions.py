@@ -10,14 +10,12 @@ import os
 import stat
 
 import pytest
-from helpers import HAVE_DEV_SHM, Child, header_path, semaphore_path
+from helpers import HAVE_DEV_SHM, Child, header_path, kinds, semaphore_path
 
 import ctipc
 
 pytestmark = pytest.mark.skipif(not HAVE_DEV_SHM, reason="objects are not files in /dev/shm here")
 
-KINDS = [ctipc.Semaphore, ctipc.Lock, ctipc.SharedMemory]
-kinds = pytest.mark.parametrize("cls", KINDS, ids=lambda c: c.__name__)
 
 CREATE_UNDER_UMASK = """
     os.umask(int(sys.argv[3], 8))

@@ -36,6 +36,7 @@ from typing import Any, Callable
 import pytest
 from helpers import (
     _PRELUDE,
+    ALL_KINDS,
     DEADLINE,
     HAVE_DEV_SHM,
     HAVE_FORK,
@@ -66,7 +67,6 @@ LOCK_DIR = "/tmp"
 #: emulated or not, for scenarios whose processes are all started here
 MODES = pytest.mark.parametrize("mode", ["native", "macos"])
 
-KINDS = [ctipc.Semaphore, ctipc.Lock, ctipc.SharedMemory, ctipc.MessageQueue]
 #: /dev/shm entries of one name with every kind open: four header segments,
 #: the Semaphore's OS semaphore and the queue's two wake-up semaphores
 ALL_ENTRIES = 7
@@ -574,7 +574,7 @@ def test_emulated_objects_leave_with_their_last_process(ename: str, ending: str)
             # Nothing closed: the next (emulated) open by name notices.
             assert len(entries_of(ename)) == ALL_ENTRIES
         checker.send()
-        for _ in KINDS:
+        for _ in ALL_KINDS:
             checker.expect("gone")
         checker.finish()
         assert_gone_everywhere(ename)
@@ -717,7 +717,7 @@ def test_isolated_interpreter_without_home_or_tmpdir_uses_every_primitive(name: 
         if HAVE_DEV_SHM:
             assert entries_of(name) == []
         done(child)
-    for cls in KINDS:
+    for cls in ALL_KINDS:
         assert not exists(cls, name)
 
 
@@ -808,7 +808,7 @@ def test_objects_of_a_process_ended_by_os_exit_are_cleaned_without_atexit(
     if HAVE_DEV_SHM:
         assert len(entries_of(name)) == ALL_ENTRIES  # nothing closed them
     if cleanup == "attach":
-        for cls in KINDS:
+        for cls in ALL_KINDS:
             with pytest.raises(FileNotFoundError):
                 cls(name, create=False)
     elif cleanup == "reopen":
@@ -840,9 +840,9 @@ def test_objects_of_a_process_ended_by_os_exit_are_cleaned_without_atexit(
         # (Another test session's gc, running alongside, may have removed them first.)
         ours = [x for x in proc.stdout.splitlines() if f" {name!r} (" in x]
         kinds = sorted(x.split()[1] for x in ours)
-        assert kinds in ([], sorted(cls.__name__ for cls in KINDS)), proc.stdout
+        assert kinds in ([], sorted(cls.__name__ for cls in ALL_KINDS)), proc.stdout
     assert_gone_everywhere(name)
-    for cls in KINDS:
+    for cls in ALL_KINDS:
         assert not exists(cls, name)
 
 
@@ -942,13 +942,13 @@ def test_forked_child_uses_the_objects_it_inherited(name: str) -> None:
         lock.release()
         if HAVE_DEV_SHM:
             assert len(entries_of(name)) == ALL_ENTRIES
-        for cls in KINDS:
+        for cls in ALL_KINDS:
             assert exists(cls, name)
     finally:
         for o in objs:
             o.close()
     assert_gone_everywhere(name)
-    for cls in KINDS:
+    for cls in ALL_KINDS:
         assert not exists(cls, name)
 
 
@@ -967,7 +967,7 @@ def test_forked_child_that_closes_what_it_inherited_removes_nothing(name: str) -
                 again.write(b"again")
 
         run_forked(child)
-        for cls in KINDS:
+        for cls in ALL_KINDS:
             assert exists(cls, name)
         assert shm.read(0, 5) == b"again"
         assert q.get(timeout=5) == b"before the fork"

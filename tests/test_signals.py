@@ -1,12 +1,14 @@
-"""Ctrl-C: a process blocked in acquire() gets KeyboardInterrupt promptly."""
+"""Signals: a process blocked in acquire() gets KeyboardInterrupt promptly on
+Ctrl-C; SIGTERM closes a process's objects only with the documented handler."""
 
 from __future__ import annotations
 
 import signal
+import textwrap
 import time
 
 import pytest
-from helpers import Child
+from helpers import ALL_KINDS, HAVE_DEV_SHM, Child, entries_of, exists
 
 import ctipc
 
@@ -60,3 +62,40 @@ def test_ctrl_c_interrupts_semaphore_acquire(name: str, args: str) -> None:
         assert not sem.acquire(blocking=False)
     finally:
         sem.close()
+
+
+# -- SIGTERM ------------------------------------------------------------------------------
+# Python has no handler of its own for SIGTERM: the default action ends the interpreter
+# at once, atexit and all, which leaves objects stale as SIGKILL does (docs/lifetime.md).
+# The handler docs/lifetime.md gives turns it into a normal exit, which closes them.
+
+TERM_HANDLER = "signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))\n"
+
+HOLD_THEN_WAIT = """
+    lock, shm = ctipc.Lock(sys.argv[1]), ctipc.SharedMemory(sys.argv[1], 64)
+    sem = ctipc.Semaphore(sys.argv[1])
+    q = ctipc.MessageQueue(sys.argv[1], capacity=8192, max_message=64)
+    out("waiting")
+    q.get()  # a worker waiting for its next job when it is told to stop
+"""
+
+
+@pytest.mark.skipif(not hasattr(signal, "SIGKILL"), reason="no POSIX signals here")
+@pytest.mark.parametrize("handler", [True, False], ids=["with the handler", "without"])
+def test_sigterm_removes_the_objects_only_with_a_handler(name: str, handler: bool) -> None:
+    code = (TERM_HANDLER if handler else "") + textwrap.dedent(HOLD_THEN_WAIT)
+    with Child(code, name) as child:
+        child.expect("waiting")
+        child.signal(signal.SIGTERM)
+        status = child.wait()
+    if handler:
+        assert status == 128 + signal.SIGTERM  # sys.exit(143), as a shell reports it
+        assert entries_of(name) == []  # the last process out removed them
+    else:
+        assert status == -signal.SIGTERM  # killed: no atexit, no close
+        if HAVE_DEV_SHM:
+            assert entries_of(name) != []  # left behind, stale
+    # Either way an open by name finds nothing alive (it clears what was left).
+    for cls in ALL_KINDS:
+        assert not exists(cls, name)
+    assert entries_of(name) == []

@@ -16,9 +16,12 @@ from typing import Any
 import pytest
 from helpers import HAVE_SIGKILL, child_env
 
-pytestmark = pytest.mark.skipif(
-    not HAVE_SIGKILL or sys.platform == "win32", reason="needs SIGKILL and POSIX"
-)
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.skipif(
+        not HAVE_SIGKILL or sys.platform == "win32", reason="needs SIGKILL and POSIX"
+    ),
+]
 
 SOAK = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "benchmarks",
                     "soak.py")  # fmt: skip
