@@ -50,6 +50,7 @@ CASES = 2000
 BATCH = 200
 
 
+@pytest.mark.slow  # 2000 fuzzed cases, in batches of child interpreters
 def test_fuzzed_headers_and_rings_never_crash_or_hang(new_name: Callable[..., str]) -> None:
     """Every case ends in correct behaviour or one of ctipc's errors, with no
     crash and no hang (the cases: ``_fuzzcases``; many more:
