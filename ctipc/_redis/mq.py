@@ -70,12 +70,27 @@ class MessageQueue(RedisObject):
         check_size(max_message, "max_message")
         cap = DEFAULT_CAPACITY if capacity is None else capacity
         biggest = DEFAULT_MAX_MESSAGE if max_message is None else max_message
-        if capacity is not None or max_message is not None:
-            check_sizes(cap, biggest)
+        unfit: ValueError | None = None
+        if capacity is not None and max_message is not None:
+            check_sizes(cap, biggest)  # wrong whether creating or not
+        else:
+            try:
+                check_sizes(cap, biggest)
+            except ValueError as e:
+                if create is True:
+                    raise
+                unfit, create = e, False  # nothing to create with: attach only
         default = self._conn.lease if self._conn.lease is not None else QUEUE_LEASE
         ms = lease_ms(lease, default)
         super().__init__(name, create, persistent, permissions)
-        stored = self._open({"capacity": cap, "max_message": biggest, "lease": ms, "used": 0}, "s")
+        try:
+            stored = self._open(
+                {"capacity": cap, "max_message": biggest, "lease": ms, "used": 0}, "s"
+            )
+        except FileNotFoundError:
+            if unfit is not None:
+                raise unfit from None
+            raise
         self._capacity = int(stored[b"capacity"])
         self._max_message = int(stored[b"max_message"])
         self._lease_ms = int(stored[b"lease"])
