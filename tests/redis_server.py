@@ -45,9 +45,10 @@ def _free_port() -> int:
 class RedisServer:
     """One redis-server process; ``url`` is its Unix socket, ``tcp_url`` its port."""
 
-    def __init__(self, binary: str, directory: str) -> None:
+    def __init__(self, binary: str, directory: str, *extra: str) -> None:
         self.binary = binary
         self.directory = directory
+        self.extra = extra  # more server options
         self.socket = os.path.join(directory, "r.sock")
         self.port = _free_port()
         self.url = f"unix://{self.socket}"
@@ -63,6 +64,7 @@ class RedisServer:
             "--maxmemory-policy", "noeviction",
             "--dir", self.directory,
             "--daemonize", "no", "--loglevel", "warning",
+            *self.extra,
         ]  # fmt: skip
         self.process = subprocess.Popen(
             args, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
@@ -106,7 +108,7 @@ class RedisServer:
         return redis.Redis(unix_socket_path=self.socket, socket_timeout=5.0)
 
 
-def start_server(directory: str) -> RedisServer:
+def start_server(directory: str, *extra: str) -> RedisServer:
     try:
         import redis  # noqa: F401
     except ImportError:
@@ -115,7 +117,7 @@ def start_server(directory: str) -> RedisServer:
     if binary is None:
         _missing("redis-server on PATH or in /usr/bin (apt-get install redis-server)")
     assert binary is not None
-    server = RedisServer(binary, directory)
+    server = RedisServer(binary, directory, *extra)
     server.start()
     return server
 

@@ -13,17 +13,18 @@ from __future__ import annotations
 import threading
 import time
 import warnings
-from typing import Any, Callable, TypeVar
+from typing import TYPE_CHECKING, Any, Callable, TypeVar
 
 import redis
-import redis.asyncio
-from redis.asyncio.retry import Retry as AsyncRetry
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
 from .._errors import BackendUnavailable
 from . import _scripts
 from ._lease import Renewer
+
+if TYPE_CHECKING:
+    import redis.asyncio
 
 __all__ = ["DEFAULT_LEASE", "Conn", "Retrying"]
 
@@ -157,7 +158,12 @@ class Conn:
 
     def async_client(self) -> redis.asyncio.Redis:
         """A new asyncio client for the running event loop (each loop needs
-        its own connections); the caller closes it."""
+        its own connections); the caller closes it.  (redis.asyncio is
+        imported here: it doubles the import time of a process that never
+        uses it.)"""
+        import redis.asyncio
+        from redis.asyncio.retry import Retry as AsyncRetry
+
         options = dict(self._options, retry=AsyncRetry(NoBackoff(), 0))
         return redis.asyncio.Redis.from_url(self.url, **options)
 
