@@ -54,6 +54,7 @@ class Renewer:
         self._thread: threading.Thread | None = None
         self._pid = os.getpid()
         self._stopped = False
+        self._wake_at = 0.0  # when the thread wakes next (monotonic); 0: it is busy
 
     def add(self, lease: Lease) -> None:
         with self._cond:
@@ -67,7 +68,10 @@ class Renewer:
             if self._thread is None:
                 self._thread = threading.Thread(target=self._run, name="ctipc-renewer", daemon=True)
                 self._thread.start()
-            self._cond.notify()
+            elif lease.due < self._wake_at:
+                # (only then: waking the thread for every acquire would cost
+                # each one a thread switch)
+                self._cond.notify()
 
     def discard(self, lease: Lease) -> None:
         with self._cond:
@@ -91,11 +95,14 @@ class Renewer:
                     if self._stopped or left <= 0:
                         self._thread = None
                         return
+                    self._wake_at = 0.0  # a new lease must wake it
                     self._cond.wait(left)
                 now = time.monotonic()
                 first = min(lease.due for lease in self._leases)
                 if first > now:
+                    self._wake_at = first
                     self._cond.wait(first - now)
+                    self._wake_at = 0.0
                     continue
                 due = [lease for lease in self._leases if lease.due <= now]
             for lease in due:

@@ -131,11 +131,13 @@ class Lock(_Acquirable):
         #: grant, for storage that refuses writes of an older holder
         self.fence = 0
         self._open({"acquired": 0, "released": 0, "died": 0})
+        self._acquire_keys = [self._key("meta"), self._key("owner")]
+        self._release_keys = self._acquire_keys + [self._key("wake")]
 
     def acquire(self, blocking: bool = True, timeout: float | None = None) -> bool:
         """Take the lock; False if it stayed held until ``timeout``.
         :class:`ctipc.BackendUnavailable` if the server could not be reached."""
-        keys = [self._key("meta"), self._key("owner")]
+        keys = self._acquire_keys
         granted = self._grant(self._conn.scripts.lock_acquire, keys, blocking, timeout)
         if granted is None:
             return False
@@ -162,8 +164,7 @@ class Lock(_Acquirable):
             self._conn.renewer.discard(lease)
         self._holder, self._lease = None, None
         conn = self._conn
-        keys = [self._key("meta"), self._key("owner"), self._key("wake")]
-        released = conn.run(conn.scripts.lock_release, keys=keys, args=[token])
+        released = conn.run(conn.scripts.lock_release, keys=self._release_keys, args=[token])
         if released != 1:
             raise LeaseLost(
                 f"the lease of Lock {self._name!r} (fence {self.fence}) ran out before "
