@@ -235,6 +235,10 @@ def soak(url: str, name: str, directory: str, seconds: float, seed: int = 0) -> 
     with contextlib.ExitStack() as stack:
         children = [stack.enter_context(spawn(role)) for role in roles]
         child_logs = logs[:]
+        ready_by = time.monotonic() + 60  # (interpreters start slowly on a busy machine)
+        while not all(map(os.path.exists, child_logs)):
+            assert time.monotonic() < ready_by, "the soak's processes did not start"
+            time.sleep(0.02)
         end = time.monotonic() + seconds
         while time.monotonic() < end:
             # (the pace of the kills; nothing waits on it)

@@ -126,7 +126,10 @@ class RedisObject:
         return "open"
 
     def __repr__(self) -> str:
-        state = "closed" if self._closed else self._state()
+        try:
+            state = "closed" if self._closed else self._state()
+        except Exception:  # (repr asks the server for some states: never fail here)
+            state = "open"
         return f"<ctipc.{self.label} name={self._name!r} on {self._conn.where} {state}>"
 
     def __enter__(self: _T) -> _T:

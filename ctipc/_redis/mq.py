@@ -21,7 +21,7 @@ from typing import Any, Callable, cast
 
 import redis
 
-from .._errors import Empty, Full, IncompatibleError, LeaseLost
+from .._errors import BackendUnavailable, Empty, Full, IncompatibleError, LeaseLost
 from .._ring import (
     DEFAULT_CAPACITY,
     DEFAULT_MAX_MESSAGE,
@@ -502,8 +502,8 @@ class Received(_Block):
             conn = queue._conn
             try:
                 conn.run(queue._hold, taken[0], True)
-            except ValueError:  # the backend was closed: the lease gives it back
-                pass
+            except (ValueError, BackendUnavailable):
+                pass  # (the backend was closed, or the server is away: the lease gives it back)
             if exc_type is None:
                 raise ValueError("MessageQueue was closed inside the block: nothing was removed")
             return
