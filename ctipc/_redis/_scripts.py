@@ -42,16 +42,14 @@ return {'created', redis.call('HGETALL', meta)}
 # lease ran out: that is owner_died.  acquired is the fence.
 # KEYS: meta, owner  ARGV: token, lease ms  -> {1, died, fence} | {0, pttl} | {-1}
 LOCK_ACQUIRE = r"""
-if redis.call('EXISTS', KEYS[1]) == 0 then return {-1} end
+local state = redis.call('HMGET', KEYS[1], 'acquired', 'released', 'died')
+if not state[1] then return {-1} end
+local acquired = tonumber(state[1])
 local holder = redis.call('GET', KEYS[2])
-if holder == ARGV[1] then
-  return {1, tonumber(redis.call('HGET', KEYS[1], 'died')),
-          tonumber(redis.call('HGET', KEYS[1], 'acquired'))}
-end
+if holder == ARGV[1] then return {1, tonumber(state[3]), acquired} end
 if holder then return {0, redis.call('PTTL', KEYS[2])} end
-local acquired = tonumber(redis.call('HGET', KEYS[1], 'acquired') or '0')
 local died = 0
-if acquired ~= tonumber(redis.call('HGET', KEYS[1], 'released') or '0') then died = 1 end
+if acquired ~= tonumber(state[2]) then died = 1 end
 acquired = acquired + 1
 redis.call('HSET', KEYS[1], 'acquired', acquired, 'released', acquired - 1, 'died', died)
 redis.call('SET', KEYS[2], ARGV[1], 'PX', ARGV[2])
@@ -189,11 +187,11 @@ return 1
 # KEYS: meta, s, seen, seen_at  ARGV: producer, first sequence number, messages...
 # -> number of messages now in the queue (those of an earlier try included) | -1
 MQ_PUT = r"""
-if redis.call('EXISTS', KEYS[1]) == 0 then return -1 end
+local sizes = redis.call('HMGET', KEYS[1], 'capacity', 'used')
+if not sizes[1] then return -1 end
+local capacity, used = tonumber(sizes[1]), tonumber(sizes[2])
 local last = tonumber(redis.call('HGET', KEYS[3], ARGV[1]) or '0')
 local seq = tonumber(ARGV[2])
-local capacity = tonumber(redis.call('HGET', KEYS[1], 'capacity'))
-local used = tonumber(redis.call('HGET', KEYS[1], 'used'))
 local put = 0
 for i = 3, #ARGV do
   if seq > last then
@@ -206,16 +204,21 @@ for i = 3, #ARGV do
   put = put + 1
   seq = seq + 1
 end
-redis.call('HSET', KEYS[1], 'used', used)
-redis.call('HSET', KEYS[3], ARGV[1], last)
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000
-redis.call('ZADD', KEYS[4], now, ARGV[1])
--- forget producers that put nothing for a day (a few per put: bounded work)
-local old = redis.call('ZRANGEBYSCORE', KEYS[4], '-inf', now - 86400000, 'LIMIT', 0, 4)
-for _, p in ipairs(old) do
-  redis.call('HDEL', KEYS[3], p)
-  redis.call('ZREM', KEYS[4], p)
+if put > 0 then
+  redis.call('HSET', KEYS[1], 'used', used)
+  redis.call('HSET', KEYS[3], ARGV[1], last)
+end
+-- At a producer's first put and every 64th: note when it was last seen, and
+-- forget a few producers that put nothing for a day (bounded work per put).
+if tonumber(ARGV[2]) % 64 == 1 then
+  local t = redis.call('TIME')
+  local now = tonumber(t[1]) * 1000
+  redis.call('ZADD', KEYS[4], now, ARGV[1])
+  local old = redis.call('ZRANGEBYSCORE', KEYS[4], '-inf', now - 86400000, 'LIMIT', 0, 4)
+  for _, p in ipairs(old) do
+    redis.call('HDEL', KEYS[3], p)
+    redis.call('ZREM', KEYS[4], p)
+  end
 end
 return put
 """
@@ -224,10 +227,10 @@ return put
 # KEYS: meta, s  ARGV: consumer, count
 # -> {-1} gone | {0, last id} nothing | {1, id, data, redelivered, ...}
 MQ_TAKE = r"""
-if redis.call('EXISTS', KEYS[1]) == 0 then return {-1} end
+local lease = redis.call('HGET', KEYS[1], 'lease')
+if not lease then return {-1} end
 local want = tonumber(ARGV[2])
 local out = {1}
-local lease = redis.call('HGET', KEYS[1], 'lease')
 local claimed = redis.call('XAUTOCLAIM', KEYS[2], 'g', ARGV[1], lease, '0-0', 'COUNT', want)
 for _, e in ipairs(claimed[2]) do
   if e and e[2] then
@@ -263,10 +266,17 @@ for i = 2, #ARGV, 2 do
     freed = freed + tonumber(ARGV[i + 1])
   end
 end
-if freed > 0 and redis.call('EXISTS', KEYS[1]) == 1 then
-  redis.call('HINCRBY', KEYS[1], 'used', -freed)
-  redis.call('DEL', KEYS[3])
-  redis.call('RPUSH', KEYS[3], '1')
+if freed > 0 then
+  local sizes = redis.call('HMGET', KEYS[1], 'capacity', 'max_message', 'used')
+  if sizes[1] then
+    local used = tonumber(sizes[3])
+    redis.call('HSET', KEYS[1], 'used', used - freed)
+    -- a producer can be waiting only if the largest message did not fit
+    if used + 8 + math.floor((tonumber(sizes[2]) + 7) / 8) * 8 > tonumber(sizes[1]) then
+      redis.call('DEL', KEYS[3])
+      redis.call('RPUSH', KEYS[3], '1')
+    end
+  end
 end
 return removed
 """
