@@ -10,6 +10,7 @@ cannot hide them.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import socket
@@ -17,6 +18,7 @@ import subprocess
 import tempfile
 import time
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 
@@ -122,23 +124,36 @@ def start_server(directory: str, *extra: str) -> RedisServer:
     return server
 
 
+@contextlib.contextmanager
+def running_server(*extra: str) -> Iterator[RedisServer]:
+    """A server in a directory of its own, stopped (and the directory
+    removed) at the end; ``extra`` are more server options."""
+    with tempfile.TemporaryDirectory(prefix="ctipc-redis-") as directory:
+        server = start_server(directory, *extra)
+        try:
+            yield server
+        finally:
+            server.stop()
+
+
 @pytest.fixture(scope="session")
 def redis_server() -> Iterator[RedisServer]:
     """The session's shared server.  Tests that stop a server use their own."""
-    with tempfile.TemporaryDirectory(prefix="ctipc-redis-") as directory:
-        server = start_server(directory)
-        try:
-            yield server
-        finally:
-            server.stop()
+    with running_server() as server:
+        yield server
 
 
-@pytest.fixture
-def private_redis_server() -> Iterator[RedisServer]:
-    """A server of this test alone (to stop and restart it)."""
-    with tempfile.TemporaryDirectory(prefix="ctipc-redis-") as directory:
-        server = start_server(directory)
+def url_fixture(lease: float, prefix: str) -> Any:
+    """A fixture: the URL of the session's server with ``lease`` and a key
+    prefix of this process; the database is emptied after each test."""
+
+    @pytest.fixture
+    def url(redis_server: RedisServer) -> Iterator[str]:
+        yield f"{redis_server.url}?lease={lease}&prefix={prefix}{os.getpid()}"
+        client = redis_server.client()
         try:
-            yield server
+            client.flushdb()
         finally:
-            server.stop()
+            client.close()
+
+    return url

@@ -19,25 +19,14 @@ from typing import Any
 
 import pytest
 from helpers import Child, drain
-from redis_server import RedisServer, redis_server  # noqa: F401 (a fixture)
+from redis_server import RedisServer, redis_server, url_fixture  # noqa: F401 (a fixture)
 
 import ctipc
 
 LEASE = 0.5  # short leases keep the tests fast
 
 
-def _flush(server: RedisServer) -> None:
-    client = server.client()
-    try:
-        client.flushdb()
-    finally:
-        client.close()
-
-
-@pytest.fixture
-def rurl(redis_server: RedisServer) -> Iterator[str]:  # noqa: F811
-    yield f"{redis_server.url}?lease={LEASE}&prefix=t{os.getpid()}"
-    _flush(redis_server)
+rurl = url_fixture(LEASE, "t")
 
 
 @pytest.fixture(params=["local", "redis"])

@@ -13,7 +13,6 @@ import contextlib
 import os
 import random
 import signal
-import tempfile
 import threading
 import time
 from collections.abc import Iterator
@@ -21,7 +20,7 @@ from typing import Any
 
 import pytest
 from helpers import HAVE_SIGKILL, Child
-from redis_server import RedisServer, redis_server, start_server  # noqa: F401 (a fixture)
+from redis_server import RedisServer, redis_server, running_server, url_fixture  # noqa: F401
 
 import ctipc
 
@@ -30,14 +29,7 @@ pytestmark = pytest.mark.skipif(not HAVE_SIGKILL, reason="needs SIGKILL and SIGS
 LEASE = 0.5
 
 
-@pytest.fixture
-def rurl(redis_server: RedisServer) -> Iterator[str]:  # noqa: F811
-    yield f"{redis_server.url}?lease={LEASE}&prefix=f{os.getpid()}"
-    client = redis_server.client()
-    try:
-        client.flushdb()
-    finally:
-        client.close()
+rurl = url_fixture(LEASE, "f")
 
 
 @pytest.fixture
@@ -143,12 +135,8 @@ def test_sigstop_holder_past_its_lease(ipc: Any, rurl: str, name: str) -> None:
 def durable_server() -> Iterator[RedisServer]:
     """A server of this test alone, with the append-only file the docs
     recommend, so that it comes back with its data after a restart."""
-    with tempfile.TemporaryDirectory(prefix="ctipc-redis-") as directory:
-        server = start_server(directory, "--appendonly", "yes", "--appendfsync", "always")
-        try:
-            yield server
-        finally:
-            server.stop()
+    with running_server("--appendonly", "yes", "--appendfsync", "always") as server:
+        yield server
 
 
 def test_server_stopped_and_restarted_during_waits(durable_server: RedisServer, name: str) -> None:

@@ -8,7 +8,7 @@ from __future__ import annotations
 from typing import cast
 
 from .._errors import IncompatibleError, LeaseLost, UnsupportedError
-from .._wait import check_size
+from .._wait import check_size, check_span, encode_text
 from ._base import RedisObject
 
 __all__ = ["SharedMemory"]
@@ -63,19 +63,6 @@ class SharedMemory(RedisObject):
             self._name,
         )
 
-    def _span(self, offset: object, length: object) -> tuple[int, int]:
-        if isinstance(offset, bool) or not isinstance(offset, int):
-            raise TypeError(f"offset must be an int, not {type(offset).__name__}")
-        if not 0 <= offset <= self._size:
-            raise ValueError(f"offset {offset} is outside 0..{self._size}")
-        if length is None:
-            return offset, self._size - offset
-        if isinstance(length, bool) or not isinstance(length, int):
-            raise TypeError(f"length must be an int or None, not {type(length).__name__}")
-        if length < 0 or offset + length > self._size:
-            raise ValueError(f"{length} bytes at offset {offset} do not fit in {self._size}")
-        return offset, length
-
     def write(self, data: bytes | bytearray | memoryview, offset: int = 0, *,
               fence: int | None = None) -> int:  # fmt: skip
         """Copy ``data`` to ``offset``; return its length.  ValueError, with
@@ -84,7 +71,7 @@ class SharedMemory(RedisObject):
             raise TypeError(f"fence must be an int or None, not {type(fence).__name__}")
         with memoryview(data) as view:
             raw = view.tobytes()
-        offset, n = self._span(offset, len(raw))
+        offset, n = check_span(offset, len(raw), self._size)
         self._check_open()
         conn = self._conn
         keys = [self._key("meta"), self._key("data")]
@@ -102,7 +89,7 @@ class SharedMemory(RedisObject):
 
     def read(self, offset: int = 0, length: int | None = None) -> bytes:
         """Copy ``length`` bytes from ``offset`` (default: to the end)."""
-        offset, n = self._span(offset, length)
+        offset, n = check_span(offset, length, self._size)
         self._check_open()
         if n == 0:
             return b""
@@ -114,11 +101,7 @@ class SharedMemory(RedisObject):
 
     def write_str(self, text: str, offset: int = 0) -> int:
         """Write ``text`` as UTF-8 followed by a NUL; return the bytes written."""
-        if not isinstance(text, str):
-            raise TypeError(f"text must be str, not {type(text).__name__}")
-        if "\0" in text:
-            raise ValueError("text must not contain NUL, which ends it")
-        return self.write(text.encode("utf-8") + b"\0", offset)
+        return self.write(encode_text(text), offset)
 
     def read_str(self, offset: int = 0) -> str:
         """The UTF-8 text at ``offset`` up to the first NUL (or the end)."""
