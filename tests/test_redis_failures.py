@@ -286,3 +286,36 @@ def test_soak_random_kills(rurl: str, name: str, tmp_path: Any) -> None:
     print("\nsoak:", report)
     assert report["committed"] > 0 and report["kills"] > 0
     assert report["lost"] == 0, report
+
+
+@pytest.mark.parametrize("wait", ["lock.acquire()", "q.get()"])
+def test_ctrl_c_interrupts_a_wait(ipc: Any, rurl: str, name: str, wait: str) -> None:
+    code = _CHILD + (
+        "lock, q = ipc.Lock(name), ipc.MessageQueue(name)\n"
+        "out('waiting')\n"
+        "try:\n"
+        f"    {wait}\n"
+        "except KeyboardInterrupt:\n"
+        "    out('interrupted')\n"
+    )
+    lock = ipc.Lock(name)
+    lock.acquire()
+    with Child(code, rurl, name) as child:
+        child.expect("waiting")
+        assert child.silent_for(0.3)  # blocked (not a way to order events)
+        child.signal(signal.SIGINT)
+        child.expect("interrupted", timeout=5)
+        child.finish()
+    lock.release()
+    lock.close()
+
+
+def test_missing_server_skips_locally_and_fails_under_ci(monkeypatch: pytest.MonkeyPatch) -> None:
+    import redis_server as fixture
+
+    monkeypatch.setenv("CI", "true")
+    with pytest.raises(pytest.fail.Exception, match="CI=true"):
+        fixture._missing("redis-server")
+    monkeypatch.delenv("CI")
+    with pytest.raises(pytest.skip.Exception, match="redis-server"):
+        fixture._missing("redis-server")
