@@ -8,7 +8,7 @@ from ._backend import os_backend as _os
 from ._base import Closable
 from ._errors import CorruptedError, IncompatibleError
 from ._segment import HEADER_SIZE, Core, Header, Kind, register_kind
-from ._wait import check_open_args, check_size, check_span, encode_text
+from ._wait import check_open_args, check_size
 
 __all__ = ["SharedMemory"]
 
@@ -112,7 +112,17 @@ class SharedMemory(Closable):
         return buf
 
     def _span(self, offset: object, length: object) -> tuple[int, int]:
-        return check_span(offset, length, self._size)
+        if isinstance(offset, bool) or not isinstance(offset, int):
+            raise TypeError(f"offset must be an int, not {type(offset).__name__}")
+        if not 0 <= offset <= self._size:
+            raise ValueError(f"offset {offset} is outside 0..{self._size}")
+        if length is None:
+            return offset, self._size - offset
+        if isinstance(length, bool) or not isinstance(length, int):
+            raise TypeError(f"length must be an int or None, not {type(length).__name__}")
+        if length < 0 or offset + length > self._size:
+            raise ValueError(f"{length} bytes at offset {offset} do not fit in {self._size}")
+        return offset, length
 
     def write(self, data: bytes | bytearray | memoryview, offset: int = 0) -> int:
         """Copy ``data`` (any bytes-like object) to ``offset``; return its length.
@@ -132,7 +142,11 @@ class SharedMemory(Closable):
         """Write ``text`` as UTF-8 followed by a NUL; return the bytes written
         (NUL included).  ValueError, with nothing written, if it does not fit
         or contains NUL."""
-        return self.write(encode_text(text), offset)
+        if not isinstance(text, str):
+            raise TypeError(f"text must be str, not {type(text).__name__}")
+        if "\0" in text:
+            raise ValueError("text must not contain NUL, which ends it")
+        return self.write(text.encode("utf-8") + b"\0", offset)
 
     def read_str(self, offset: int = 0) -> str:
         """The UTF-8 text at ``offset`` up to the first NUL (or the end).

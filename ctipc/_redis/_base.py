@@ -9,9 +9,8 @@ import uuid
 from types import TracebackType
 from typing import Any, TypeVar
 
+from .._args import check_open_args
 from .._errors import CorruptedError
-from .._names import validate_name
-from .._wait import check_create, check_permissions
 from ._conn import Conn
 
 __all__ = ["RedisObject", "deadline_of", "lease_ms", "new_token"]
@@ -51,9 +50,7 @@ class RedisObject:
     def __init__(
         self, name: str, create: bool | None, persistent: object, permissions: object
     ) -> None:
-        validate_name(name)
-        check_create(create)
-        if check_permissions(permissions) != 0o600:
+        if check_open_args(name, create, persistent, permissions) != 0o600:
             raise ValueError(
                 f"permissions are local file modes; on Redis, give access with Redis ACLs "
                 f"(the {self.label} was not opened)"

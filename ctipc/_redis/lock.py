@@ -17,8 +17,8 @@ import time
 from types import TracebackType
 from typing import Any, TypeVar
 
+from .._args import check_timeout
 from .._errors import LeaseLost
-from .._wait import check_timeout
 from ._base import RedisObject, deadline_of, lease_ms, new_token
 from ._conn import DEFAULT_LEASE, WAIT_SLICE
 from ._lease import Lease

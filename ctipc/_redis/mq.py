@@ -21,6 +21,7 @@ from typing import Any, Callable, cast
 
 import redis
 
+from .._args import check_size
 from .._errors import BackendUnavailable, Empty, Full, IncompatibleError, LeaseLost
 from .._ring import (
     DEFAULT_CAPACITY,
@@ -30,7 +31,6 @@ from .._ring import (
     queue_timeout,
     record_size,
 )
-from .._wait import check_size
 from ._base import RedisObject, lease_ms, new_token
 from ._conn import QUEUE_LEASE, TRANSIENT, WAIT_SLICE, Retrying
 from ._lease import Lease

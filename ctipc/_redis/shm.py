@@ -7,8 +7,8 @@ from __future__ import annotations
 
 from typing import cast
 
+from .._args import check_size, check_span, encode_text
 from .._errors import IncompatibleError, LeaseLost, UnsupportedError
-from .._wait import check_size, check_span, encode_text
 from ._base import RedisObject
 
 __all__ = ["SharedMemory"]
