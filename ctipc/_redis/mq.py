@@ -459,6 +459,19 @@ class _Block:
             raise RuntimeError(f"this {type(self).__name__} was already used")
         self._used = True
 
+    def __exit__(self, exc_type: object, exc: object, tb: object) -> None:
+        if not self._inside:
+            return
+        self._inside = False
+        try:
+            self.data.release()
+        except BufferError:
+            pass  # the caller kept an export of it: valid only inside the block
+        self._end(exc_type is None)
+
+    def _end(self, normal: bool) -> None:
+        raise NotImplementedError
+
 
 class Received(_Block):
     """A message being received: ``data`` (read-only memoryview of a copy)
@@ -490,21 +503,17 @@ class Received(_Block):
         self._inside = True
         return self
 
-    def __exit__(self, exc_type: object, exc: object, tb: object) -> None:
-        if not self._inside:
-            return
-        self._inside = False
+    def _end(self, normal: bool) -> None:
         queue, taken = self._queue, self._taken
         assert taken is not None and self._lease is not None
         queue._conn.renewer.discard(self._lease)
-        self.data.release()
-        if queue.closed or exc_type is not None:
+        if queue.closed or not normal:
             conn = queue._conn
             try:
                 conn.run(queue._hold, taken[0], True)
             except (ValueError, BackendUnavailable):
                 pass  # (the backend was closed, or the server is away: the lease gives it back)
-            if exc_type is None:
+            if normal:
                 raise ValueError("MessageQueue was closed inside the block: nothing was removed")
             return
         if not queue._ack([taken]):
@@ -528,12 +537,8 @@ class Reservation(_Block):
         self._inside = True
         return self
 
-    def __exit__(self, exc_type: object, exc: object, tb: object) -> None:
-        if not self._inside:
-            return
-        self._inside = False
-        self.data.release()
-        if exc_type is None:
+    def _end(self, normal: bool) -> None:
+        if normal:
             if self._queue.closed:
                 raise ValueError("MessageQueue was closed inside the block: nothing was published")
             _, block, timeout = self._args
