@@ -89,7 +89,10 @@ class RedisObject:
         return self._conn.key(self.kind, self._name, part)
 
     def _gone(self) -> FileNotFoundError:
-        return FileNotFoundError(f"{self.label} {self._name!r} was unlinked (on Redis)")
+        return FileNotFoundError(
+            f"{self.label} {self._name!r} is gone from the Redis server (unlinked, or lost by "
+            "a restart without persistence)"
+        )
 
     def _check_open(self) -> None:
         if self._closed:
