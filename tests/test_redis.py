@@ -665,3 +665,23 @@ def test_redis_tcp_url(redis_server: RedisServer, name: str) -> None:  # noqa: F
         with opened(ipc.Lock(name)) as lock:
             with lock:
                 assert lock.locked()
+
+
+def test_redis_one_renewer_thread_for_every_lease(rurl: str, new_name: Any) -> None:
+    with ctipc.connect(rurl) as ipc:
+        locks = [ipc.Lock(new_name()) for _ in range(3)]
+        sem = ipc.Semaphore(new_name(), initial=2)
+        q = ipc.MessageQueue(new_name())
+        q.put(b"x")
+        for lock in locks:
+            assert isinstance(lock, ipc.Lock) and lock.acquire()
+        assert sem.acquire() and sem.acquire()
+        with q.receive(timeout=5):
+            renewers = [t for t in threading.enumerate() if t.name == "ctipc-renewer"]
+            assert len(renewers) == 1 and renewers[0].daemon
+        for lock in locks:
+            lock.release()
+            lock.close()
+        sem.release(2)
+        sem.close()
+        q.close()
