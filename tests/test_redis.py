@@ -120,6 +120,8 @@ def test_errors_pickle() -> None:
         e = pickle.loads(pickle.dumps(cls("why", "jobs")))
         assert type(e) is cls and str(e) == "why" and e.name == "jobs"
         assert isinstance(e, ctipc.CtipcError)
+        assert cls.__module__ == "ctipc" and cls.__name__ in ctipc.__all__
+    assert "connect" in ctipc.__all__
     assert issubclass(ctipc.UnsupportedError, NotImplementedError)
     assert issubclass(ctipc.BackendUnavailable, ConnectionError)
 
