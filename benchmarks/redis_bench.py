@@ -6,7 +6,7 @@ hand-written redis-py Streams loop: one server, one run, interleaved.
 Without ``--url`` it starts a private redis-server (Unix socket, persistence
 off) and stops it at the end.  Each repeat runs every contender once, in
 turn, so that a noisy neighbour slows all of them alike; the report gives
-the median time per operation and the ratios.  Targets (issue #16): a Lock
+the median time per operation and the ratios.  Targets: a Lock
 acquire+release within 1.2x redis-py's Lock, put_many at least 5x plain put.
 ``--soak S`` also runs the random-kill soak of the tests for S seconds.
 Needs ``pip install -r benchmarks/requirements.txt`` for python-redis-lock
