@@ -319,3 +319,31 @@ def test_missing_server_skips_locally_and_fails_under_ci(monkeypatch: pytest.Mon
     monkeypatch.delenv("CI")
     with pytest.raises(pytest.skip.Exception, match="redis-server"):
         fixture._missing("redis-server")
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork")
+def test_forked_child_keeps_its_own_producer_and_permits(ipc: Any, rurl: str, name: str) -> None:
+    """gunicorn --preload: a worker forked with the parent's handles must
+    neither drop the parent's messages as repeats nor give back its permits.
+    (The fork happens in a fresh interpreter, which runs no other thread.)"""
+    code = _CHILD + (
+        "q = ipc.MessageQueue(name)\n"
+        "sem = ipc.Semaphore(name, initial=2, lease=30)\n"
+        "sem.acquire()\n"
+        "q.put_many([b'p1', b'p2'])\n"
+        "pid = os.fork()\n"
+        "if pid == 0:\n"
+        "    q.put_many([b'c1', b'c2'])\n"
+        "    sem.release()  # a plain post: the permit is the parent's\n"
+        "    os._exit(0)\n"
+        "os.waitpid(pid, 0)\n"
+        "q.put_many([b'p3', b'p4'])\n"
+        "sem.release()  # the parent's own permit: no LeaseLost\n"
+        "out(len(q), sem.value)\n"
+    )
+    with Child(code, rurl, name) as child:
+        assert child.readline() == "6 3"
+        child.finish()
+    q = ipc.MessageQueue(name)
+    assert sorted(q.get_many(10)) == [b"c1", b"c2", b"p1", b"p2", b"p3", b"p4"]
+    q.close()

@@ -227,7 +227,8 @@ class Semaphore(_Acquirable):
             raise ValueError(f"initial must be within 0..{SEM_VALUE_MAX}, got {initial}")
         super().__init__(name, create, persistent, permissions)
         self._setup_lease(lease)
-        self._held: list[tuple[str, Lease]] = []  # this handle's permits, newest last
+        self._held: list[tuple[str, Lease]] = []  # this process's permits, newest last
+        self._held_pid = os.getpid()  # (a forked child holds none of its parent's)
         self._held_lock = threading.Lock()
         self._open({"value": initial})
 
@@ -240,8 +241,14 @@ class Semaphore(_Acquirable):
         token = granted[0]
         lease = self._lease_of(self._conn.scripts.sem_renew, keys, [self._lease_ms, token])
         with self._held_lock:
-            self._held.append((token, lease))
+            self._mine().append((token, lease))
         return True
+
+    def _mine(self) -> list[tuple[str, Lease]]:
+        """This process's permits (call with ``_held_lock``)."""
+        if self._held_pid != os.getpid():
+            self._held, self._held_pid = [], os.getpid()
+        return self._held
 
     def release(self, n: int = 1) -> None:
         """Give back ``n`` permits, waking up to ``n`` waiters."""
@@ -251,8 +258,9 @@ class Semaphore(_Acquirable):
             raise ValueError("n must be one or more")
         self._check_open()
         with self._held_lock:
-            mine = self._held[-n:]
-            del self._held[-n:]
+            held = self._mine()
+            mine = held[-n:]
+            del held[-n:]
         for _, lease in mine:
             self._conn.renewer.discard(lease)
         conn = self._conn
@@ -278,7 +286,7 @@ class Semaphore(_Acquirable):
     def _keep(self, permits: list[tuple[str, Lease]]) -> None:
         """Hold again the permits a release did not give back."""
         with self._held_lock:
-            self._held.extend(permits)
+            self._mine().extend(permits)
         for _, lease in permits:
             self._conn.renewer.add(lease)
 

@@ -14,6 +14,7 @@ in slices, producers with ``BLPOP`` on a wake-up list.
 
 from __future__ import annotations
 
+import os
 import threading
 import time
 from collections.abc import AsyncIterator, Iterable
@@ -104,8 +105,8 @@ class MessageQueue(RedisObject):
                 raise IncompatibleError(
                     f"MessageQueue {name!r} has {what}={have}, not {given}", name
                 )
-        self._consumer = new_token()
-        self._producers = threading.local()  # [producer id, next sequence number] per thread
+        self._consumer_of = (0, "")  # (pid, this process's consumer name in the group)
+        self._producers = threading.local()  # [pid, producer id, next sequence number]
         k = self._key
         self._put_keys = [k("meta"), k("s"), k("seen"), k("seen_at")]
         self._take_keys = [k("meta"), k("s")]
@@ -147,20 +148,32 @@ class MessageQueue(RedisObject):
         return None if seconds is None else time.monotonic() + seconds
 
     # -- put ----------------------------------------------------------------------------
+    # A producer (one per thread) and a consumer name of their own in every
+    # process, also in a child forked with this handle: two processes that
+    # shared a producer's sequence numbers would drop each other's messages as
+    # repeats, and two that shared a consumer name would own each other's.
+    @property
+    def _consumer(self) -> str:
+        pid, consumer = self._consumer_of
+        if pid != os.getpid():
+            consumer = new_token()
+            self._consumer_of = (os.getpid(), consumer)
+        return consumer
+
     def _producer(self) -> list[Any]:
         producer: list[Any] | None = getattr(self._producers, "p", None)
-        if producer is None:
-            producer = self._producers.p = [new_token(), 1]
+        if producer is None or producer[0] != os.getpid():
+            producer = self._producers.p = [os.getpid(), new_token(), 1]
         return producer
 
     def _put_args(self, payloads: list[bytes]) -> tuple[list[Any], list[Any]]:
         producer = self._producer()
-        return producer, [producer[0], producer[1]] + payloads
+        return producer, [producer[1], producer[2]] + payloads
 
     def _advance(self, producer: list[Any], first: int, put: int) -> None:
         if put < 0:
             raise self._gone()
-        producer[1] = first + put
+        producer[2] = first + put
 
     def _put(self, payloads: list[bytes], deadline: float | None) -> int:
         """Put as many of ``payloads`` as room allows before ``deadline``."""
@@ -168,13 +181,13 @@ class MessageQueue(RedisObject):
         conn, sent = self._conn, 0
         while sent < len(payloads):
             producer, args = self._put_args(payloads[sent : sent + PUT_BATCH])
-            first = producer[1]
+            first = producer[2]
             try:
                 put = conn.run(
                     conn.scripts.mq_put, keys=self._put_keys, args=args, deadline=deadline
                 )
             except BaseException:
-                producer[1] = first + len(args) - 2  # numbers a lost try may have used
+                producer[2] = first + len(args) - 2  # numbers a lost try may have used
                 raise
             self._advance(producer, first, put)
             sent += put
@@ -395,13 +408,13 @@ class MessageQueue(RedisObject):
         try:
             while True:
                 producer, args = self._put_args([payload])
-                first = producer[1]
+                first = producer[2]
                 try:
                     put = await self._arun(
                         scripts.mq_put, keys=self._put_keys, args=args, client=client
                     )
                 except BaseException:
-                    producer[1] = first + 1
+                    producer[2] = first + 1
                     raise
                 self._advance(producer, first, put)
                 if put:
