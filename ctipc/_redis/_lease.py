@@ -15,6 +15,7 @@ from __future__ import annotations
 import os
 import threading
 import time
+import weakref
 from typing import TYPE_CHECKING, Callable
 
 import redis
@@ -49,19 +50,24 @@ class Lease:
 class Renewer:
     def __init__(self, conn: Conn) -> None:
         self._conn = conn
+        self._stopped = False
+        self._forked()
+        _RENEWERS.add(self)
+
+    def _forked(self) -> None:
+        """The state of a process that holds no lease (also a forked child's:
+        its parent's thread and leases are not its own, and the lock may
+        have been held by that thread at the fork)."""
         self._cond = threading.Condition(threading.Lock())
         self._leases: set[Lease] = set()
         self._thread: threading.Thread | None = None
         self._pid = os.getpid()
-        self._stopped = False
         self._wake_at = 0.0  # when the thread wakes next (monotonic); 0: it is busy
 
     def add(self, lease: Lease) -> None:
+        if self._pid != os.getpid():  # (where fork has no hook)
+            self._forked()
         with self._cond:
-            if self._pid != os.getpid():  # a forked child holds none of its parent's leases
-                self._pid = os.getpid()
-                self._leases.clear()
-                self._thread = None
             if self._stopped:
                 return
             self._leases.add(lease)
@@ -127,3 +133,15 @@ class Renewer:
         else:
             lease.lost = True
             self.discard(lease)
+
+
+_RENEWERS: weakref.WeakSet[Renewer] = weakref.WeakSet()
+
+
+def _after_fork_in_child() -> None:
+    for renewer in list(_RENEWERS):
+        renewer._forked()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)
