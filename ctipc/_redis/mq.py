@@ -237,7 +237,7 @@ class MessageQueue(RedisObject):
             return Empty(f"MessageQueue {self._name!r} is empty")
         return Empty(f"no message came to MessageQueue {self._name!r} within {timeout} s")
 
-    def _parse(self, reply: list[Any], block: bool, timeout: float | None) -> list[_Taken] | bytes:
+    def _parse(self, reply: list[Any]) -> list[_Taken] | bytes:
         """The taken messages, or the id to wait beyond."""
         if reply[0] == -1:
             raise self._gone()
@@ -254,7 +254,7 @@ class MessageQueue(RedisObject):
             reply = conn.run(
                 conn.scripts.mq_take, keys=self._take_keys, args=args, deadline=deadline
             )
-            got = self._parse(reply, block, timeout)
+            got = self._parse(reply)
             if not isinstance(got, bytes):
                 return got
             remaining = WAIT_SLICE if deadline is None else deadline - time.monotonic()
@@ -378,7 +378,7 @@ class MessageQueue(RedisObject):
             reply = await self._arun(
                 scripts.mq_take, keys=self._take_keys, args=args, client=client
             )
-            got = self._parse(reply, True, None)
+            got = self._parse(reply)
             if not isinstance(got, bytes):
                 ack = self._ack_args(got)
                 await self._arun(scripts.mq_ack, keys=self._ack_keys, args=ack, client=client)
