@@ -9,7 +9,17 @@ object by name; an object lives while any process has it open.
 from __future__ import annotations
 
 from ._backend import os_backend as _os
-from ._errors import CorruptedError, CtipcError, Empty, Full, IncompatibleError
+from ._connect import connect
+from ._errors import (
+    BackendUnavailable,
+    CorruptedError,
+    CtipcError,
+    Empty,
+    Full,
+    IncompatibleError,
+    LeaseLost,
+    UnsupportedError,
+)
 from .listener import Listener
 from .mq import MessageQueue, Received, Reservation
 from .semaphore import Lock, Semaphore
@@ -32,11 +42,13 @@ __all__ = [
     "ROBUST_LOCK",
     "SEMAPHORE_VALUE_READABLE",
     "TIMED_WAIT_NATIVE",
+    "BackendUnavailable",
     "CorruptedError",
     "CtipcError",
     "Empty",
     "Full",
     "IncompatibleError",
+    "LeaseLost",
     "Listener",
     "Lock",
     "MessageQueue",
@@ -44,5 +56,7 @@ __all__ = [
     "Reservation",
     "Semaphore",
     "SharedMemory",
+    "UnsupportedError",
     "__version__",
+    "connect",
 ]

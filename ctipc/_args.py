@@ -57,3 +57,31 @@ def check_size(value: object, what: str) -> int | None:
     if not 0 < value <= MAX_SIZE:
         raise ValueError(f"{what} must be within 1..{MAX_SIZE} (2**48), got {value}")
     return value
+
+
+# SharedMemory's bounds and text checks (the Redis SharedMemory's; shm.py's can use them)
+
+
+def check_span(offset: object, length: object, size: int) -> tuple[int, int]:
+    """(offset, length) of a read or write of a SharedMemory's ``size``
+    bytes, checked; ``length`` None means to the end."""
+    if isinstance(offset, bool) or not isinstance(offset, int):
+        raise TypeError(f"offset must be an int, not {type(offset).__name__}")
+    if not 0 <= offset <= size:
+        raise ValueError(f"offset {offset} is outside 0..{size}")
+    if length is None:
+        return offset, size - offset
+    if isinstance(length, bool) or not isinstance(length, int):
+        raise TypeError(f"length must be an int or None, not {type(length).__name__}")
+    if length < 0 or offset + length > size:
+        raise ValueError(f"{length} bytes at offset {offset} do not fit in {size}")
+    return offset, length
+
+
+def encode_text(text: object) -> bytes:
+    """What ``SharedMemory.write_str`` writes: UTF-8 and the NUL that ends it."""
+    if not isinstance(text, str):
+        raise TypeError(f"text must be str, not {type(text).__name__}")
+    if "\0" in text:
+        raise ValueError("text must not contain NUL, which ends it")
+    return text.encode("utf-8") + b"\0"

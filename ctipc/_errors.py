@@ -5,7 +5,16 @@ from __future__ import annotations
 import queue
 from typing import Any
 
-__all__ = ["CorruptedError", "CtipcError", "Empty", "Full", "IncompatibleError"]
+__all__ = [
+    "BackendUnavailable",
+    "CorruptedError",
+    "CtipcError",
+    "Empty",
+    "Full",
+    "IncompatibleError",
+    "LeaseLost",
+    "UnsupportedError",
+]
 
 
 class CtipcError(Exception):
@@ -50,5 +59,28 @@ class Full(queue.Full):
 
 class Empty(queue.Empty):
     """Raised by ``MessageQueue.get`` when no message arrived before the timeout."""
+
+    __module__ = "ctipc"
+
+
+class UnsupportedError(CtipcError, NotImplementedError):
+    """What the backend cannot give, for example ``SharedMemory.buf``
+    (zero-copy) on a server in another host."""
+
+    __module__ = "ctipc"
+
+
+class BackendUnavailable(CtipcError, ConnectionError):
+    """The server of a ``ctipc.connect`` backend could not be reached within
+    the call's timeout (never a plain False or Empty: contended and
+    unreachable must differ)."""
+
+    __module__ = "ctipc"
+
+
+class LeaseLost(CtipcError):
+    """A Lock, a Semaphore permit or a received message was held by a lease
+    that ran out (the holder stalled, or the server could not be reached):
+    another process may have taken it over."""
 
     __module__ = "ctipc"
