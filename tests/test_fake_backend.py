@@ -24,7 +24,7 @@ import pytest
 from fake_backend import ContractError, FakeBackend, OsProxy
 
 import ctipc
-from ctipc import _backend, _base, _header, _names, _segment
+from ctipc import _backend, _header, _lifetime, _named, _names, _segment
 from ctipc._consts import WAIT_SLICE
 
 A, B, C = 1001, 1002, 1003
@@ -54,7 +54,7 @@ def fake(
     monkeypatch.setattr(_header, "os", OsProxy(backend))
     monkeypatch.setattr(_header, "_THIS", {})
     finalizers = set(weakref.finalize._registry)  # type: ignore[attr-defined]
-    cores = set(_base._LIVE)
+    cores = set(_lifetime._LIVE)
     try:
         yield backend
         report = getattr(request.node, "rep_call", None)
@@ -73,8 +73,8 @@ def fake(
         # backend with fake handles (at their collection, or at exit).
         for f in set(weakref.finalize._registry) - finalizers:  # type: ignore[attr-defined]
             f.detach()
-        for core in set(_base._LIVE) - cores:
-            core.closed = True
+        for core in set(_lifetime._LIVE) - cores:
+            core.closing = core.close_started = True
 
 
 posix_only = pytest.mark.parametrize("fake", ["posix"], indirect=True)
@@ -109,7 +109,7 @@ def crash(fake: FakeBackend, obj: Any, pid: int) -> None:
         if handle is not None:
             close(handle)
     core._abandon()
-    core.closed = True
+    core.closing = core.close_started = core.finished = True
     core.finalizer.detach()
     fake.kill(pid)
 
@@ -405,11 +405,11 @@ def test_attach_table_counts_opens_per_process(fake: FakeBackend) -> None:
     a2 = ctipc.SharedMemory("t")
     with fake.as_process(B):
         b = ctipc.SharedMemory("t")
-    slots = [s for s in a1._core._slots() if s[0]]
+    slots = [s for s in _header.slots(a1._core.mm) if s[0]]
     assert sorted((pid, opens) for pid, opens, *_ in slots) == [(A, 2), (B, 1)]
     a1.close()
     a2.close()
-    slots = [s for s in b._core._slots() if s[0]]
+    slots = [s for s in _header.slots(b._core.mm) if s[0]]
     assert [(pid, opens) for pid, opens, *_ in slots] == [(B, 1)]
     with fake.as_process(B):
         b.close()
@@ -496,7 +496,7 @@ def test_failed_attach_does_not_unlink(fake: FakeBackend, cls: type) -> None:
 def test_segment_left_half_made_by_a_dead_creator_is_replaced(
     fake: FakeBackend, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(_segment, "STALE_INIT_AFTER", 0.2)
+    monkeypatch.setattr(_named, "STALE_INIT_AFTER", 0.2)
     seg = fake.segment_create(os_name(ctipc.SharedMemory, "h"), 100, 0o600, 1)
     fake.segment_close(seg)  # creator gone before writing the header
     start = time.monotonic()
