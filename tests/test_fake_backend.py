@@ -619,3 +619,53 @@ def test_backend_implements_the_protocol(which: str, tmp_path: Any) -> None:
         assert callable(fn), f"{which} backend lacks {n}()"
         # the portable layer passes arguments by position: the count matters
         assert len(inspect.signature(fn).parameters) == len(params), f"{n}{params}: arity differs"
+
+
+@posix_only
+@kinds
+def test_a_creator_whose_new_segment_was_removed_before_its_lock_creates_again(
+    fake: FakeBackend, cls: type, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Between shm_open and the lock, another process took the empty segment
+    for a dead creator's and removed it: the creator must not finish an
+    object nobody can open (two objects under one name)."""
+    real = fake.segment_create
+    calls = []
+
+    def create_then_lose_the_name(os_name: str, size: int, mode: int, timeout: float) -> Any:
+        seg = real(os_name, size, mode, timeout)
+        calls.append(os_name)
+        if len(calls) == 1:
+            fake.segment_unlink(os_name)  # what the other process did
+        return seg
+
+    monkeypatch.setattr(fake, "segment_create", create_then_lose_the_name)
+    obj = make(cls, "lost")
+    try:
+        assert len(calls) == 2
+        assert fake.segment_named(obj._core.seg)
+        with fake.as_process(B):
+            other = make(cls, "lost", create=False)  # the same object, by name
+            assert other._core.seg.obj is obj._core.seg.obj
+            other.close()
+    finally:
+        obj.close()
+    assert fake.segment_list() == []
+
+
+@posix_only
+@kinds
+def test_a_private_open_refuses_an_object_another_user_owns(fake: FakeBackend, cls: type) -> None:
+    with fake.as_process(B):
+        squatted = make(cls, "sq", permissions=0o666)
+    fake.segments[os_name(cls, "sq")].owner = 12345
+    try:
+        with pytest.raises(PermissionError, match="another user") as info:
+            make(cls, "sq")
+        assert info.value.filename == "sq"
+        shared = make(cls, "sq", permissions=0o660)  # sharing asked for: attaches
+        shared.close()
+    finally:
+        with fake.as_process(B):
+            squatted.close()
+    assert fake.segment_list() == []
