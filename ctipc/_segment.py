@@ -435,8 +435,9 @@ class Core:
     def leave(self) -> None:
         inflight = self.inflight
         inflight.pop()
-        # (closing read before the list: an entry made after it was set
-        # never uses the handles, and one made before it is seen here)
+        # close() sets ``closing`` before ``close_started``: a call entered
+        # after that is refused without using the handles, and one entered
+        # before is still in the list (``_finish`` checks it again).
         if self.close_started and not inflight:
             self._finish(False)
 
@@ -495,10 +496,12 @@ class Core:
         with self.lock:
             if self.close_started or os.getpid() != self.pid:
                 return  # a forked child never closes its parent's objects
+            # The flag first: a call that leaves once close_started is set
+            # (and may free the handles) must find every later call refused.
+            self.begin_close()
             self.close_started = True
             if self.finalizer is not None and not warn:
                 self.finalizer.detach()
-        self.begin_close()
         if not self.inflight:
             self._finish(not warn)
         elif at_exit:
