@@ -197,3 +197,23 @@ def test_a_lock_closed_by_another_thread_while_held_stays_usable_by_its_holder(
     assert entries_of(name) != []  # still held here: its memory stays
     lock.release()
     assert entries_of(name) == []  # the last use ended: closed for good
+
+
+def test_closing_a_queue_while_an_aget_waits_keeps_the_loop_responsive(name: str) -> None:
+    """The waiter sees the one closed flag at once and leaves, so close()
+    does not wait out the queue's mutex patience (1 s) on the loop."""
+    import asyncio
+
+    async def main() -> float:
+        q = ctipc.MessageQueue(name, capacity=4096, max_message=64)
+        task = asyncio.ensure_future(q.aget())
+        await asyncio.sleep(0.1)  # (the aget is waiting in its thread by now, or soon)
+        start = time.monotonic()
+        q.close()
+        took = time.monotonic() - start
+        with pytest.raises(ValueError):
+            await task
+        return took
+
+    assert asyncio.run(main()) < 0.8
+    assert entries_of(name) == []
