@@ -1,30 +1,38 @@
-"""What ``python -m ctipc ls``, ``rm`` and ``gc`` do, as functions."""
+"""What ``python -m ctipc ls``, ``rm`` and ``gc`` do, as functions.
+
+They look at objects as ``open`` does (``_named.peek``) and remove them by
+the same protocol, so they never remove what another process just created;
+an object this user cannot read, or something else planted at a ctipc
+name, is listed as such and never stops the others from being listed."""
 
 from __future__ import annotations
 
 import errno
-import os
-import struct
+import functools
 import time
 from typing import NamedTuple
 
 from . import _names, _segment
 from ._backend import os_backend as _os
-from ._header import (
-    FLAG_PERSISTENT,
-    HEADER_SIZE,
-    STATE_INIT,
-    STATE_READY,
-    STATE_REMOVED,
-    read_header,
-    reap,
-    stored_name,
+from ._header import FLAG_PERSISTENT, reap, stored_name
+from ._named import (
+    BUSY,
+    CORRUPT,
+    CREATING,
+    GONE,
+    READY,
+    REMOVED,
+    Look,
+    peek,
+    remove_if,
+    stale_creation,
 )
-from ._segment import KINDS, STALE_INIT_AFTER
+from ._segment import KINDS
 
 __all__ = ["ObjectInfo", "collect", "list_objects", "remove"]
 
-_STATES = {STATE_INIT: "creating", STATE_READY: "ok", STATE_REMOVED: "removed"}
+# How long ls and gc wait for an object's lock before showing it as busy.
+_PATIENCE = 0.5
 
 
 class ObjectInfo(NamedTuple):
@@ -35,7 +43,11 @@ class ObjectInfo(NamedTuple):
     processes: int  # attached processes that are alive
     dead: int  # slots of processes that died without closing
     persistent: bool
-    state: str  # ok, creating, removed, stale (nobody alive), corrupt
+    # ok, creating, removed, stale (nobody alive), owner-died (a Lock whose
+    # holder died holding it: kept for the next acquire), busy (its lock
+    # stayed taken), corrupt, unreadable (no permission), broken (not a
+    # segment, or one too short for what its header says)
+    state: str
     messages: int | None = None  # messages queued (MessageQueue only)
 
     def as_dict(self) -> dict[str, object]:
@@ -49,35 +61,49 @@ def _kind_of(os_name: str) -> _segment.Kind | None:
     return KINDS.get(os_name[6])
 
 
+def _unreadable(error: OSError) -> str:
+    return "unreadable" if error.errno in (errno.EACCES, errno.EPERM) else "broken"
+
+
 def _inspect(os_name: str, kind: _segment.Kind) -> ObjectInfo:
     label = kind.label
     try:
-        seg = _os.segment_attach(os_name)
-    except FileNotFoundError:
-        return ObjectInfo(label, "?", os_name, 0, 0, 0, False, "removed")
-    try:
-        size = seg.size
-        if size is not None and size < HEADER_SIZE:
-            return ObjectInfo(label, "?", os_name, 0, 0, 0, False, "creating")
-        mm = _os.segment_map(seg, 0, HEADER_SIZE)
-        try:
-            h = read_header(mm)
-            # for display: a name with lone surrogates prints as U+FFFD
-            raw = stored_name(mm, h).encode("utf-8", "surrogatepass")
-            name = raw.decode("utf-8", "replace")
-            alive, dead = reap(mm, clear=False)
-        finally:
-            mm.close()
-        state = _STATES.get(h.state, "corrupt")
-        if h.magic != _segment.MAGIC_PREFIX + kind.letter.encode() + b"\0":
-            state = "corrupt"
-        persistent = bool(h.flags & FLAG_PERSISTENT)
-        if state == "ok" and not alive and not persistent and not _os.KERNEL_LIFETIME:
+        with peek(os_name, kind.letter, time.monotonic() + _PATIENCE) as found:
+            return _describe(os_name, kind, found)
+    except OSError as e:  # EACCES: another user's; EINVAL, ELOOP: not a segment
+        return ObjectInfo(label, "?", os_name, 0, 0, 0, False, _unreadable(e))
+    except ValueError:  # a mapping longer than the file: truncated under us
+        return ObjectInfo(label, "?", os_name, 0, 0, 0, False, "broken")
+
+
+_STATES = {GONE: "removed", BUSY: "busy", CREATING: "creating", REMOVED: "removed",
+           CORRUPT: "corrupt", READY: "ok"}  # fmt: skip
+
+
+def _describe(os_name: str, kind: _segment.Kind, found: Look) -> ObjectInfo:
+    state = _STATES[found.state]
+    h, mm, seg = found.header, found.mm, found.seg
+    if h is None or mm is None or seg is None:
+        return ObjectInfo(kind.label, "?", os_name, 0, 0, 0, False, state)
+    # for display: a name with lone surrogates prints as U+FFFD
+    name = stored_name(mm, h).encode("utf-8", "surrogatepass").decode("utf-8", "replace")
+    alive, dead = reap(mm, clear=False)
+    persistent = bool(h.flags & FLAG_PERSISTENT)
+    size = seg.size
+    if state == "ok" and size is not None and size < h.total:
+        state = "broken"  # truncated: shorter than its header says
+    if state == "ok" and not alive and not _os.KERNEL_LIFETIME:
+        if kind.abandoned_held(seg):
+            state = "owner-died"
+        elif not persistent:
             state = "stale"
-        messages = kind.count(seg) if state in ("ok", "stale") else None
-        return ObjectInfo(label, name, os_name, h.param0, alive, dead, persistent, state, messages)
-    finally:
-        _os.segment_close(seg)
+    messages = None
+    if state in ("ok", "stale", "owner-died"):
+        try:
+            messages = kind.count(seg)
+        except (OSError, ValueError):
+            state = "broken"
+    return ObjectInfo(kind.label, name, os_name, h.param0, alive, dead, persistent, state, messages)
 
 
 def list_objects() -> list[ObjectInfo]:
@@ -111,55 +137,40 @@ def remove(name: str, kinds: list[str] | None = None) -> list[str]:
 
 def collect() -> list[ObjectInfo]:
     """Remove objects whose processes all died and half-created objects whose
-    creator died.  Returns what was removed."""
+    creator died.  Returns what was removed.  Objects this user cannot open
+    are left alone (their holders cannot be seen from here)."""
     removed = []
     for os_name in _os.segment_list():
         kind = _kind_of(os_name)
-        name = _collect_one(os_name, kind) if kind is not None else None
-        if kind is not None and name is not None:
+        if kind is None:
+            continue
+        names: list[str] = []
+        try:
+            done, _ = remove_if(
+                kind,
+                os_name,
+                time.monotonic() + _PATIENCE,
+                functools.partial(_stale, kind, names=names),
+            )
+        except (OSError, ValueError):
+            continue  # another user's, or not a segment: `ls` shows it
+        if done:
+            name = names[0] if names else "?"
             removed.append(ObjectInfo(kind.label, name, os_name, 0, 0, 0, False, "removed"))
     return removed
 
 
-def _collect_one(os_name: str, kind: _segment.Kind) -> str | None:
-    """Remove the object if it is stale; return its name ("?" if unknown)."""
-    try:
-        seg = _os.segment_attach(os_name)
-    except FileNotFoundError:
-        return None
-    try:
-        if not _os.segment_lock(seg, 0.5):
-            return None  # busy: someone is creating, attaching or closing it
-        size = seg.size
-        if size is not None and size < HEADER_SIZE:
-            # Lock free and still not sized: the creator died half-way (allow
-            # for one that is between shm_open and taking the lock).
-            if _age(os_name) > STALE_INIT_AFTER and _os.segment_unlink(os_name):
-                return "?"
-            return None
-        mm = _os.segment_map(seg, 0, HEADER_SIZE)
-        try:
-            h = read_header(mm)
-            if h.state == STATE_READY:
-                if reap(mm)[0] or h.flags & FLAG_PERSISTENT or kind.abandoned_held(seg):
-                    return None
-            elif h.state == STATE_REMOVED:
-                # its remover died between marking and unlinking it
-                return "?" if _segment.finish_removal(kind, os_name, h) else None
-            elif h.state != STATE_INIT:
-                return None  # corrupt: leave that to `rm`
-            name = stored_name(mm, h)
-            struct.pack_into("=I", mm, 12, STATE_REMOVED)
-        finally:
-            mm.close()
-        kind.remove_extras(os_name)
-        return name if _os.segment_unlink(os_name) else None
-    finally:
-        _os.segment_close(seg)
-
-
-def _age(os_name: str) -> float:
-    try:
-        return time.time() - os.stat(os.path.join("/dev/shm", os_name)).st_ctime
-    except OSError:
-        return float("inf")
+def _stale(kind: _segment.Kind, found: Look, names: list[str]) -> bool:
+    """gc's rule, with the object's lock held."""
+    assert found.seg is not None
+    if found.state == CREATING:
+        # Lock free and still not made: its creator died half-way (allowing
+        # for one between shm_open and taking the lock).
+        return stale_creation(found.seg)
+    if found.state != READY or found.mm is None or found.header is None:
+        return False  # corrupt: leave that to `rm`
+    h = found.header
+    if reap(found.mm)[0] or h.flags & FLAG_PERSISTENT or kind.abandoned_held(found.seg):
+        return False
+    names.append(stored_name(found.mm, h))
+    return True

@@ -41,9 +41,11 @@ from ._consts import MUTEX_ACQUIRED, MUTEX_OWNER_DIED, MUTEX_TIMEOUT, WAIT_SLICE
 
 # Handles are the OS module's own small objects.  They are typed Any here: a
 # Protocol parameter may not be narrowed by an implementation, and the
-# portable layer only passes them back (plus ``.os_name`` and ``.size`` on a
-# segment: the OS name, and its size in bytes or None where the OS cannot
-# tell).
+# portable layer only passes them back (plus, on a segment: ``.os_name``,
+# the OS name; ``.size``, its size in bytes or None where the OS cannot tell;
+# ``.identity``, a value that tells it apart from a later segment under the
+# same name (None where names are never unlinked); ``.other_owner``, the uid that
+# owns it if that is another user, else None; ``.age``, seconds since it was made).
 Segment = Any
 Mutex = Any
 
@@ -95,6 +97,12 @@ class Backend(Protocol):
 
     def segment_unlink(self, os_name: str) -> bool:
         """Remove the name; False if it did not exist.  No-op on Windows."""
+        ...
+
+    def segment_named(self, seg: Segment) -> bool:
+        """True if ``seg``'s OS name still leads to ``seg`` (not to another
+        segment created under the name since, nor to nothing).  Needs no
+        new descriptor where the OS allows."""
         ...
 
     def segment_list(self) -> list[str]:

@@ -1,14 +1,14 @@
-"""What Semaphore, Lock, SharedMemory and MessageQueue share."""
+"""What the public objects share: Closable (name, close, the one "closed"
+flag, calls in flight) and Acquirable (``with`` acquires)."""
 
 from __future__ import annotations
 
-import atexit
 import errno
-import weakref
 from types import TracebackType
 from typing import NoReturn, TypeVar
 
 from ._errors import CorruptedError
+from ._lifetime import track
 from ._segment import Core
 
 __all__ = ["Acquirable", "Closable"]
@@ -19,13 +19,12 @@ _A = TypeVar("_A", bound="Acquirable")
 
 
 class Closable:
-    """What every named object shares: name, close, unlink, repr, ``with`` closes."""
+    """What every named object shares: name, close, unlink, repr, ``with`` closes.
+
+    "Closed" has one source, the core's ``closing`` flag, checked in one
+    place (``_check_open``, which ``_enter`` and the waits use)."""
 
     _core: Core | None = None  # class default: nothing held, even after a failed __init__
-    # One entry per call in progress in any thread (list.append/pop are
-    # atomic).  close() frees the OS handles those calls use only when none
-    # is in progress; otherwise the last call to finish frees them.
-    _inflight: list[None] = []  # replaced per instance by _start()
 
     @property
     def name(self) -> str:
@@ -34,11 +33,11 @@ class Closable:
 
     @property
     def closed(self) -> bool:
-        return self._core is None or self._core.closed
+        core = self._core
+        return core is None or core.closing
 
     def _start(self, core: Core) -> None:
         """End of a successful ``__init__``: the object is usable."""
-        self._inflight = []
         self._core = core
         track(self, core)
 
@@ -46,27 +45,47 @@ class Closable:
         """Close this process's handle (idempotent).  The object itself is
         removed when the last process that has it open closes it, unless it
         is persistent.  A call blocked in another thread raises ValueError
-        within a fraction of a second."""
+        within a fraction of a second; the handles are released when the
+        last call in progress has ended."""
         core = self._core
         if core is not None:
             core.close()
-            if not self._inflight:
-                core.kind.release(core.resources)
+
+    def _begin_close(self) -> None:
+        """Make every call, in any thread, see the object as closed from now
+        on (then ``close()`` finishes the job): for a close that first waits
+        for other threads to leave."""
+        core = self._core
+        if core is not None:
+            core.begin_close()
 
     def _enter(self) -> None:
-        """Start of a call that uses OS handles: pair with ``_leave``."""
-        self._inflight.append(None)
+        """Start of a call that uses OS handles or shared memory: pair with
+        ``_leave``.  ValueError if the object is closed."""
         core = self._core
-        if core is None or core.closed:
-            self._leave()
+        if core is None:
             raise ValueError(f"{type(self).__name__} is closed")
+        try:
+            core.enter()
+        except ValueError:
+            raise ValueError(f"{type(self).__name__} is closed") from None
 
     def _leave(self) -> None:
-        inflight = self._inflight
-        inflight.pop()
         core = self._core
-        if not inflight and core is not None and core.closed:
-            core.kind.release(core.resources)
+        if core is not None:
+            core.leave()
+
+    def _calls_in_flight(self) -> int:
+        """Calls in progress in any thread (and Locks held), now."""
+        core = self._core
+        return 0 if core is None else len(core.inflight)
+
+    def _pin(self) -> None:
+        """Keep the handles past this call, until one more ``_leave`` (a Lock
+        held by a thread keeps its mutex mapped even after ``close()``)."""
+        core = self._core
+        if core is not None:
+            core.hold()
 
     def unlink(self) -> None:
         """Remove the object's name now (idempotent).  Processes that have it
@@ -76,7 +95,7 @@ class Closable:
             self._core.unlink()
 
     def _check_open(self) -> None:
-        if self._core is None or self._core.closed:
+        if self.closed:
             raise ValueError(f"{type(self).__name__} is closed")
 
     def __reduce__(self) -> NoReturn:
@@ -92,7 +111,7 @@ class Closable:
         core = self._core
         if core is None:
             return f"<ctipc.{type(self).__name__} (not open)>"
-        state = "closed" if core.closed else self._state()
+        state = "closed" if core.closing else self._state()
         return f"<ctipc.{type(self).__name__} name={core.name!r} {state}>"
 
     def _state(self) -> str:
@@ -139,39 +158,3 @@ class Acquirable(Closable):
         tb: TracebackType | None,
     ) -> None:
         self.release()
-
-
-def track(owner: object, core: Core) -> None:
-    """Tie ``core`` to the public object ``owner``.
-
-    When ``owner`` is collected while still open, the core is closed with a
-    ResourceWarning.  The kind's OS handles (a semaphore, a mutex mapping),
-    which ``owner``'s methods use without a lock, are released only once
-    ``owner`` is collected, when no thread can still be inside one of its
-    methods: a ``close()`` racing another thread's call never frees memory
-    that call is using (CPython's SemLock closes its semaphore in dealloc for
-    the same reason).  The callbacks hold the core, never ``owner``.
-    """
-    core.finalizer = weakref.finalize(owner, core.close, True)
-    # At exit _close_all closes instead, without warnings.  (typeshed gives
-    # finalize empty __slots__; the atexit property does exist.)
-    core.finalizer.atexit = False  # type: ignore[misc]
-    weakref.finalize(owner, core.kind.release, core.resources).atexit = False  # type: ignore[misc]
-    _LIVE.add(core)
-
-
-_LIVE: weakref.WeakSet[Core] = weakref.WeakSet()
-
-
-def _close_all() -> None:
-    # Interpreter exit: detach everything this process still has open, so the
-    # last process out removes its objects.  (Hosts that never run atexit are
-    # covered too: their slots are reaped by the next open or by gc.)
-    for core in list(_LIVE):
-        try:
-            core.close()
-        except Exception:  # never raise at exit
-            pass
-
-
-atexit.register(_close_all)

@@ -152,6 +152,23 @@ class Segment:
     def size(self) -> int | None:
         return os.fstat(self.fd).st_size
 
+    @property
+    def identity(self) -> object:
+        """What tells this segment apart from a later one under its name."""
+        st = os.fstat(self.fd)
+        return (st.st_dev, st.st_ino)
+
+    @property
+    def other_owner(self) -> int | None:
+        """The uid that owns it if that is not this process's user, else None."""
+        uid = os.fstat(self.fd).st_uid
+        return None if uid == os.geteuid() else uid
+
+    @property
+    def age(self) -> float:
+        """Seconds since it was made (its size set, its mode changed)."""
+        return time.time() - os.fstat(self.fd).st_ctime
+
 
 def _shm_fd(os_name: str, flags: int, mode: int) -> int:
     # O_CLOEXEC is not passed to shm_open (macOS 26.4 rejects it with EINVAL);
@@ -184,9 +201,10 @@ def segment_create(os_name: str, size: int, mode: int, timeout: float) -> Segmen
                 raise OSError(rc, os.strerror(rc), os_name)
         return seg
     except BaseException:
-        # Undo only what this call created: the name is ours (O_EXCL).
-        segment_close(seg)
+        # Undo only what this call created: the name is ours (O_EXCL) while
+        # we hold its lock, so unlink before closing (which drops the lock).
         segment_unlink(os_name)
+        segment_close(seg)
         raise
 
 
@@ -214,6 +232,23 @@ def segment_unlink(os_name: str) -> bool:
     except FileNotFoundError:
         return False
     return True
+
+
+def segment_named(seg: Segment) -> bool:
+    # Where shm objects are files (CAN_LIST) a stat by path needs no
+    # descriptor: closing must work even when the process has none to spare.
+    try:
+        if CAN_LIST:
+            st = os.stat(os.path.join(_SHM_DIR, seg.os_name), follow_symlinks=False)
+        else:
+            fd = _shm_fd(seg.os_name, os.O_RDONLY, 0)
+            try:
+                st = os.fstat(fd)
+            finally:
+                os.close(fd)
+    except FileNotFoundError:
+        return False
+    return (st.st_dev, st.st_ino) == seg.identity
 
 
 def segment_list() -> list[str]:

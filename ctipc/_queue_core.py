@@ -22,7 +22,7 @@ from ._args import check_open_args, check_size
 from ._backend import MUTEX_TIMEOUT, WAIT_SLICE
 from ._backend import os_backend as _os
 from ._base import Closable, mutex_error
-from ._errors import CorruptedError, Empty, IncompatibleError, waited
+from ._errors import CorruptedError, Empty, waited
 from ._ring import (
     CONSUMERS_WAITING,
     CONTROL,
@@ -50,7 +50,7 @@ from ._ring import (
     record_size,
     wake,
 )
-from ._segment import Core, Header
+from ._segment import Core
 from ._wait import Spinner
 
 __all__ = ["QueueCore"]
@@ -59,7 +59,6 @@ __all__ = ["QueueCore"]
 class QueueCore(Closable):
     """MessageQueue's state and critical sections (see mq.py)."""
 
-    _closing = False  # class default: also right after a failed __init__
     # The thread inside a ``receive`` or ``reserve`` block of this handle,
     # which holds one of the queue's mutexes: its other calls on the handle
     # would wait for itself, so they raise instead.
@@ -84,26 +83,8 @@ class QueueCore(Closable):
             check_sizes(capacity, max_message)  # wrong whether creating or not
         cap = DEFAULT_CAPACITY if capacity is None else capacity
         biggest = DEFAULT_MAX_MESSAGE if max_message is None else max_message
-
-        def check(core: Core, header: Header) -> None:
-            for given, stored, what in (
-                (capacity, header.param0, "capacity"),
-                (max_message, header.param1, "max_message"),
-            ):
-                if given is not None and given != stored:
-                    raise IncompatibleError(
-                        f"MessageQueue {name!r} has {what}={stored}, not {given}", name
-                    )
-            ring = header.param0 & ~7
-            if (
-                header.total != RING + ring
-                or header.param1 >= WRAP
-                or record_size(header.param1) > ring // 2
-            ):
-                raise CorruptedError(f"MessageQueue {name!r} has inconsistent sizes", name)
-
-        core = Core(QueueKind(), name)
-        core.open(create, bool(persistent), mode, (cap, biggest), check)
+        core = Core(QueueKind(capacity, max_message), name)
+        core.open(create, bool(persistent), mode, (cap, biggest))
         assert core.header is not None and core.mm is not None
         self._capacity: int = core.header.param0
         self._max_message: int = core.header.param1
@@ -120,7 +101,6 @@ class QueueCore(Closable):
         self._head_seen = 0
         self._spinner = Spinner()
         self._lock_spinner = Spinner()
-        self._closing = False
         self._start(core)
 
     # -- properties ------------------------------------------------------------
@@ -536,20 +516,11 @@ class QueueCore(Closable):
         (within a wait slice), taking back their registration as sleepers.
         Closed inside this thread's own receive/reserve block, the block
         then raises ValueError, and nothing is published or removed."""
-        self._closing = True
+        self._begin_close()
         give_up = time.monotonic() + MUTEX_PATIENCE
         # (not for a receive/reserve block of this very thread, which cannot
         # end while it waits here)
         me = threading.get_ident()
-        while self._inflight and self._txn_thread != me and time.monotonic() < give_up:
-            time.sleep(0.002)  # they notice _closing between wait slices
+        while self._calls_in_flight() and self._txn_thread != me and time.monotonic() < give_up:
+            time.sleep(0.002)  # they notice the closing between wait slices
         super().close()
-
-    @property
-    def closed(self) -> bool:
-        return self._closing or super().closed
-
-    def _check_open(self) -> None:
-        if self._closing:
-            raise ValueError("MessageQueue is closed")
-        super()._check_open()

@@ -16,8 +16,8 @@ from typing import Any
 
 from . import _names
 from ._backend import os_backend as _os
-from ._errors import CorruptedError
-from ._segment import HEADER_SIZE, Core, Kind, register_kind
+from ._errors import CorruptedError, IncompatibleError
+from ._segment import HEADER_SIZE, Core, Header, Kind, register_kind
 
 DEFAULT_CAPACITY = 1 << 20
 DEFAULT_MAX_MESSAGE = 64 << 10
@@ -54,8 +54,28 @@ class QueueKind(Kind):
     letter = "q"
     label = "MessageQueue"
 
+    def __init__(self, capacity: int | None = None, max_message: int | None = None) -> None:
+        self.given = (capacity, max_message)  # what the caller asked for
+
     def area_size(self, params: tuple[int, int]) -> int:
         return 3 * PAGE + (params[0] & ~7)
+
+    def check_attach(self, name: str, header: Header) -> None:
+        for given, stored, what in (
+            (self.given[0], header.param0, "capacity"),
+            (self.given[1], header.param1, "max_message"),
+        ):
+            if given is not None and given != stored:
+                raise IncompatibleError(
+                    f"MessageQueue {name!r} has {what}={stored}, not {given}", name
+                )
+        ring = header.param0 & ~7
+        if (
+            header.total != RING + ring
+            or header.param1 >= WRAP
+            or record_size(header.param1) > ring // 2
+        ):
+            raise CorruptedError(f"MessageQueue {name!r} has inconsistent sizes", name)
 
     def check_create(self, params: tuple[int, int]) -> None:
         check_sizes(*params)

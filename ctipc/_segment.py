@@ -1,17 +1,21 @@
-"""Creating, attaching and removing segments, and the lifetime rule.
+"""Opening and closing an object's segment: the lifetime rule.
 
-Every object is one shared-memory segment that starts with a header (magic,
-kind, layout version, sizes, the user's name) and, on POSIX, a table of the
-processes attached to it.  This module creates and attaches segments, checks
-headers (everything read from shared memory is untrusted), and applies the
-lifetime rule: an object lives while any process has it open; the last one out
-removes it, and a process that died without closing is noticed by the next
-open (or ``python -m ctipc gc``) through its slot.  On Windows the kernel does
-the same with handles, so no table is kept (``KERNEL_LIFETIME``).
+Every object is one shared-memory segment that starts with a header
+(_header.py; the bytes are in docs/FORMAT.md) and, on POSIX, a table of the
+processes attached to it.  A ``Core`` is one process's attachment: it creates
+or attaches the segment (checking the header: everything read from shared
+memory is untrusted), and applies the lifetime rule: an object lives while
+any process has it open; the last one out removes it, and a process that died
+without closing is noticed by the next open (or ``python -m ctipc gc``)
+through its slot.  On Windows the kernel does the same with handles, so no
+table is kept (``KERNEL_LIFETIME``).  Looking at and removing segments by
+name is in _named.py; closing what is open at exit in _lifetime.py.
 
-The header's layout and its attach table are in _header.py; the byte
-layout is documented in docs/FORMAT.md.  The process's own bookkeeping of
-open objects (closing them at exit) is in _base.py.
+A Core is also where "closed" is kept, once: ``closing`` is set by
+``close()`` (or ``begin_close()``), after which every call raises
+ValueError; the OS handles are released only when no call is in flight
+(``enter``/``leave``), so a close racing other threads never frees memory
+they use.
 """
 
 from __future__ import annotations
@@ -19,44 +23,53 @@ from __future__ import annotations
 import errno
 import mmap
 import os
-import struct
 import threading
 import time
 import warnings
 import weakref
-from typing import Any, Callable
+from typing import Any
 
 from . import _names
 from ._backend import os_backend as _os
 from ._errors import CorruptedError, IncompatibleError
 from ._header import (
     FLAG_PERSISTENT,
-    HEADER_FORMAT,
     HEADER_SIZE,
-    MAGIC_PREFIX,
     NAME_CAPACITY,
-    NAME_OFFSET,
-    SLOT,
     SLOT_COUNT,
     SLOT_OFFSET,
     STATE_INIT,
     STATE_READY,
-    STATE_REMOVED,
-    TAG_CAPACITY,
-    TAG_OFFSET,
     VERSION,
     Header,
+    magic,
     read_header,
+    read_tag,
     reap,
-    this_process,
+    register,
+    set_flags,
+    set_state,
+    unregister,
+    write_header,
+    write_name,
 )
+from ._named import (
+    BUSY,
+    CREATING,
+    REMOVED,
+    look,
+    remove_if,
+    remove_locked,
+    stale_creation,
+)
+from ._named import lock as lock_segment
 
 # How long an open waits for another process's create/attach/close to finish
 # before it gives up (TimeoutError): far longer than any of them takes.
 LOCK_TIMEOUT = 10.0
-# A segment still uninitialised this long after it appeared, with its lock
-# free, was left by a creator that died half-way: it is removed.
-STALE_INIT_AFTER = 1.0
+# How long a close waits for the segment lock before it leaves its slot to
+# the next open or gc (which reap it) instead.
+CLOSE_TIMEOUT = LOCK_TIMEOUT
 
 
 def _rename(error: OSError, name: str) -> OSError:
@@ -68,8 +81,16 @@ def _rename(error: OSError, name: str) -> OSError:
     return new
 
 
+def _timeout(name: str) -> TimeoutError:
+    return TimeoutError(errno.ETIMEDOUT, "timed out waiting for the object's lock", name)
+
+
 class Kind:
-    """What differs between object kinds: hooks run with the segment lock held."""
+    """What differs between object kinds: hooks run with the segment lock held.
+
+    One instance per open (``Core(kind, name)``): an instance may keep what
+    its caller asked for (the parameters to create with, and those to check
+    on attach)."""
 
     letter = "?"
     label = "object"
@@ -86,6 +107,12 @@ class Kind:
         """Raise ValueError if these parameters cannot make an object (run
         only when creating: an attacher gets the object's own)."""
 
+    def check_attach(self, name: str, header: Header) -> None:
+        """Raise IncompatibleError if the existing object ``header``
+        describes contradicts what the caller asked for, CorruptedError if
+        its parameters are inconsistent (run when attaching, before the
+        kind's area is mapped; the common fields are checked already)."""
+
     def on_create(self, core: Core) -> None:
         """Create the kind's own OS resources (no lock-free window exists)."""
 
@@ -95,7 +122,7 @@ class Kind:
     def release(self, resources: dict[str, Any]) -> None:
         """Close the OS handles ``on_create``/``on_attach`` put in
         ``resources`` (pop them: this may run twice).  Called when opening
-        fails, and once the public object is collected (see ``track``)."""
+        fails, and when the core is closed and no call is in flight."""
 
     def abandoned_held(self, seg: Any) -> bool:
         """With the segment lock held and no live process attached: True if
@@ -137,15 +164,23 @@ class Core:
         self.seg: Any = None
         self.mm: mmap.mmap | None = None
         self.header: Header | None = None
+        self.identity: object = None  # the segment's, once open
         self.pid = os.getpid()
         self.created = False
         self.registered = False
-        self.closed = False
+        #: the one "closed" flag: set at the start of closing, never cleared
+        self.closing = False
+        self.close_started = False  # close() ran (the flag alone: begin_close)
+        self.finished = False  # the handles are released
+        # One entry per call in progress in any thread (list.append/pop are
+        # atomic), and one per Lock held by a thread of this process.
+        self.inflight: list[None] = []
         self.resources: dict[str, Any] = {}
         self.mode = 0o600  # the permissions given to open (used when creating)
         self.lock = threading.Lock()
         self.finalizer: weakref.finalize | None = None
-        self.views: list[memoryview] = []  # released before the mapping is closed
+        self.views: list[memoryview] = []  # released with the mapping
+        self.lent: list[memoryview] = []  # handed to the caller: released at closing
 
     # -- open ------------------------------------------------------------------
     def open(
@@ -154,19 +189,19 @@ class Core:
         persistent: bool,
         mode: int,
         params: tuple[int | None, int | None],
-        check: Callable[[Core, Header], None],
     ) -> None:
         if persistent and not _os.PERSISTENT:
             raise ValueError(f"persistent objects are not supported on {_os.PLATFORM}")
         self.mode = mode
         try:
-            self._open(create, persistent, mode, params, check)
+            self._open(create, persistent, mode, params)
         except OSError as e:
             self._abandon()
             raise _rename(e, self.name) from None
         except BaseException:
             self._abandon()
             raise
+        self.identity = self.seg.identity
 
     def _open(
         self,
@@ -174,10 +209,8 @@ class Core:
         persistent: bool,
         mode: int,
         params: tuple[int | None, int | None],
-        check: Callable[[Core, Header], None],
     ) -> None:
         deadline = time.monotonic() + LOCK_TIMEOUT
-        uninitialised_since: float | None = None
         cannot_create: ValueError | None = None
         if create is not False:
             try:
@@ -190,7 +223,7 @@ class Core:
             if time.monotonic() > deadline:
                 raise TimeoutError(errno.ETIMEDOUT, "timed out opening", self.name)
             if create is not False and cannot_create is None:
-                if self._try_create(persistent, mode, params):
+                if self._try_create(persistent, mode, params, deadline):
                     return
             if create is True:
                 raise FileExistsError(errno.EEXIST, os.strerror(errno.EEXIST), self.name)
@@ -202,30 +235,41 @@ class Core:
                 if cannot_create is not None:
                     raise cannot_create from None
                 continue  # removed meanwhile: create it
-            outcome = self._attach_locked(deadline, persistent, check)
+            outcome = self._attach_locked(deadline, persistent)
             if outcome == "ok":
                 return
             self._abandon()
-            if outcome == "uninitialised":
-                now = time.monotonic()
-                if uninitialised_since is None:
-                    uninitialised_since = now
-                elif now - uninitialised_since > STALE_INIT_AFTER:
-                    self._remove_stale_uninitialised()
-                    uninitialised_since = None
-                time.sleep(0.001)
+            if outcome == "creating":
+                time.sleep(0.001)  # its creator is at work (or it is left for the next look)
             elif outcome == "dead" and create is False:
                 raise FileNotFoundError(errno.ENOENT, os.strerror(errno.ENOENT), self.name)
             # "removed" / "dead": the name is gone or going; open again
 
     def _try_create(
-        self, persistent: bool, mode: int, params: tuple[int | None, int | None]
+        self,
+        persistent: bool,
+        mode: int,
+        params: tuple[int | None, int | None],
+        deadline: float,
     ) -> bool:
         p0, p1 = params[0] or 0, params[1] or 0
         total = HEADER_SIZE + self.kind.area_size((p0, p1))
         try:
-            self.seg = _os.segment_create(self.os_name, total, mode, LOCK_TIMEOUT)
+            self.seg = _os.segment_create(
+                self.os_name, total, mode, max(0.0, deadline - time.monotonic())
+            )
         except FileExistsError:
+            return False
+        try:
+            named = _os.segment_named(self.seg)
+        except BaseException:
+            self._abandon()  # not known to be ours: left for the stale rule
+            raise
+        if not named:
+            # Between its creation and our lock, another process took the
+            # new segment for one whose creator died and removed it: it is
+            # nobody's; create again.
+            self._abandon()
             return False
         self.created = True
         try:
@@ -233,24 +277,22 @@ class Core:
                 self.seg, 0, total if self.kind.core_maps_area else HEADER_SIZE
             )
             raw_name = _names.encode_name(self.name)
-            flags = FLAG_PERSISTENT if persistent else 0
-            pid = os.getpid()
-            tag = self.kind.tag()
-            mm[NAME_OFFSET : NAME_OFFSET + len(raw_name)] = raw_name
-            mm[TAG_OFFSET : TAG_OFFSET + len(tag)] = tag
-            HEADER_FORMAT.pack_into(
-                mm, 0, self._magic(), VERSION, STATE_INIT, HEADER_SIZE, flags, total,
-                p0, p1, SLOT_COUNT, SLOT_OFFSET, len(raw_name), pid, time.time_ns(),
-            )  # fmt: skip
+            write_name(mm, raw_name, self.kind.tag())
+            write_header(mm, Header(
+                magic(self.kind.letter), VERSION, STATE_INIT, HEADER_SIZE,
+                FLAG_PERSISTENT if persistent else 0, total, p0, p1, SLOT_COUNT,
+                SLOT_OFFSET, len(raw_name), os.getpid(), time.time_ns(),
+            ))  # fmt: skip
             # Resources outside the segment that a dead creator may have left.
             self.kind.remove_extras(self.os_name)
             self.kind.on_create(self)
             self._register()
             # Ready last: an attacher never sees a half-made object.
-            struct.pack_into("=I", mm, 12, STATE_READY)
+            set_state(mm, STATE_READY)
             self.header = read_header(mm)
         except BaseException:
-            # Undo what this call made (the name is ours: created with O_EXCL).
+            # Undo what this call made (the name is ours: created with O_EXCL,
+            # and we hold its lock).
             self.kind.release(self.resources)
             self.kind.remove_extras(self.os_name)
             _os.segment_unlink(self.os_name)
@@ -259,31 +301,27 @@ class Core:
         _os.segment_unlock(self.seg)
         return True
 
-    def _magic(self) -> bytes:
-        return MAGIC_PREFIX + self.kind.letter.encode() + b"\x00"
-
-    def _attach_locked(
-        self, deadline: float, persistent: bool, check: Callable[[Core, Header], None]
-    ) -> str:
-        if not _os.segment_lock(self.seg, max(0.0, deadline - time.monotonic())):
-            raise TimeoutError(
-                errno.ETIMEDOUT, "timed out waiting for the object's lock", self.name
-            )
+    def _attach_locked(self, deadline: float, persistent: bool) -> str:
+        if not lock_segment(self.seg, deadline):
+            raise _timeout(self.name)
         try:
-            size = self.seg.size
-            if size is not None and size < HEADER_SIZE:
-                return "uninitialised"
-            mm = self.mm = _os.segment_map(self.seg, 0, HEADER_SIZE)
-            header = read_header(mm)
-            if header.state == STATE_INIT and header.magic in (bytes(8), self._magic()):
-                return "uninitialised"
-            if header.state == STATE_REMOVED:
-                finish_removal(self.kind, self.os_name, header)
+            found = look(self.seg, self.kind.letter)
+            mm = self.mm = found.mm
+            if found.state == CREATING:
+                if stale_creation(self.seg):
+                    remove_locked(self.kind, self.seg, mm)
+                    return "removed"
+                return "creating"
+            if found.state == REMOVED:
+                remove_locked(self.kind, self.seg, None)  # its remover died half-way
                 return "removed"
-            self._validate(header, size)
+            header = found.header
+            assert header is not None and mm is not None
+            self._check_owner()
+            self._validate(header, self.seg.size)
             self._check_tag(mm)
             if not _os.KERNEL_LIFETIME:
-                live = self._reap()
+                live = reap(mm)[0]
                 if (
                     not live
                     and not header.flags & FLAG_PERSISTENT
@@ -291,14 +329,14 @@ class Core:
                 ):
                     # Everyone who had it open died without closing: the
                     # object should already be gone.  Remove it now.
-                    self._mark_removed()
+                    remove_locked(self.kind, self.seg, mm)
                     return "dead"
-            check(self, header)
+            self.kind.check_attach(self.name, header)
             if header.total > HEADER_SIZE and self.kind.core_maps_area:
                 mm.close()
                 mm = self.mm = _os.segment_map(self.seg, 0, header.total)
             if persistent and not header.flags & FLAG_PERSISTENT:
-                struct.pack_into("=I", mm, 20, header.flags | FLAG_PERSISTENT)
+                set_flags(mm, header.flags | FLAG_PERSISTENT)
                 header = read_header(mm)
             self.header = header
             self.kind.on_attach(self)
@@ -312,12 +350,27 @@ class Core:
             if self.seg is not None:
                 _os.segment_unlock(self.seg)
 
+    def _check_owner(self) -> None:
+        # A private object (no group or other bits asked for) is never one
+        # another user made: that user could read and write it, and may have
+        # created it first on purpose (squatting the name).
+        owner = self.seg.other_owner
+        if owner is not None and not self.mode & 0o077:
+            raise PermissionError(
+                errno.EACCES,
+                f"it belongs to another user (uid {owner}) and a private object "
+                f"(permissions={self.mode:#o}) was asked for; to share an object "
+                "between users, open it with permissions= that include group or "
+                "other bits",
+                self.name,
+            )
+
     def _check_tag(self, mm: mmap.mmap) -> None:
         # The tag names the in-memory layout of what the kind keeps in the
         # segment beyond ctipc's own fields (a pthread mutex differs between
         # glibc and musl): processes whose tags differ must not share it.
         expected = self.kind.tag()
-        tag = bytes(mm[TAG_OFFSET : TAG_OFFSET + TAG_CAPACITY]).rstrip(b"\0")
+        tag = read_tag(mm)
         if tag != expected:
             raise IncompatibleError(
                 f"{self.name!r} was made by a process whose {self.kind.label} layout is "
@@ -327,9 +380,9 @@ class Core:
             )
 
     def _validate(self, h: Header, size: int | None) -> None:
-        if h.magic[:6] != MAGIC_PREFIX or h.magic[7:] != b"\x00":
+        if h.magic[:6] != magic("")[:6] or h.magic[7:] != b"\x00":
             raise CorruptedError(f"{self.name!r} is not a ctipc object (bad magic)", self.name)
-        if h.magic != self._magic():
+        if h.magic != magic(self.kind.letter):
             raise CorruptedError(f"{self.name!r} holds another kind of object", self.name)
         if h.version != VERSION:
             raise IncompatibleError(
@@ -354,83 +407,44 @@ class Core:
             raise CorruptedError(f"{self.name!r} has a corrupt header", self.name)
 
     # -- the attach table ----------------------------------------------------------
-    def _slots(self) -> list[tuple[int, int, int, int, int]]:
-        assert self.mm is not None
-        return [SLOT.unpack_from(self.mm, SLOT_OFFSET + i * SLOT.size) for i in range(SLOT_COUNT)]
-
-    def _set_slot(self, i: int, values: tuple[int, int, int, int, int]) -> None:
-        assert self.mm is not None
-        SLOT.pack_into(self.mm, SLOT_OFFSET + i * SLOT.size, *values)
-
-    def _reap(self) -> int:
-        """Clear the slots of dead processes; return how many live ones remain."""
-        assert self.mm is not None
-        return reap(self.mm)[0]
-
     def _register(self) -> None:
         if _os.KERNEL_LIFETIME:
             return
-        pid, token, ns = this_process()
-        free = None
-        for i, (spid, opens, stoken, sns, _) in enumerate(self._slots()):
-            if spid == pid and stoken == token and sns == ns:
-                self._set_slot(i, (pid, opens + 1, token, ns, 0))
-                self.registered = True
-                return
-            if spid == 0 and free is None:
-                free = i
-        if free is None:
-            self._reap()
-            free = next((i for i, s in enumerate(self._slots()) if s[0] == 0), None)
-            if free is None:
-                raise OSError(
-                    errno.EUSERS, f"more than {SLOT_COUNT} processes have it open", self.name
-                )
-        self._set_slot(free, (pid, 1, token, ns, 0))
+        assert self.mm is not None
+        register(self.mm)
         self.registered = True
 
-    def _unregister(self) -> None:
-        pid, token, ns = this_process()
-        for i, (spid, opens, stoken, sns, _) in enumerate(self._slots()):
-            if spid == pid and stoken == token and sns == ns:
-                self._set_slot(i, (pid, opens - 1, token, ns, 0) if opens > 1 else (0, 0, 0, 0, 0))
-                break
-        self.registered = False
+    # -- calls in flight, close ------------------------------------------------------
+    @property
+    def closed(self) -> bool:
+        return self.closing
 
-    def _mark_removed(self) -> None:
-        """With the lock held: mark the segment removed and unlink its names."""
-        assert self.mm is not None
-        struct.pack_into("=I", self.mm, 12, STATE_REMOVED)
-        self.kind.remove_extras(self.os_name)
-        _os.segment_unlink(self.os_name)
+    def enter(self) -> None:
+        """Start of a call that uses the object's handles or memory: pair with
+        ``leave``.  ValueError once closing."""
+        self.inflight.append(None)
+        if self.closing:
+            self.leave()
+            raise ValueError(f"{self.kind.label} is closed")
 
-    def _remove_stale_uninitialised(self) -> None:
-        try:
-            seg = _os.segment_attach(self.os_name)
-        except FileNotFoundError:
-            return
-        try:
-            if not _os.segment_lock(seg, 0.0):
-                return
-            size = seg.size
-            if size is not None and size < HEADER_SIZE:
-                _os.segment_unlink(self.os_name)
-            else:
-                mm = _os.segment_map(seg, 0, HEADER_SIZE)
-                try:
-                    if read_header(mm).state == STATE_INIT:
-                        struct.pack_into("=I", mm, 12, STATE_REMOVED)
-                        self.kind.remove_extras(self.os_name)
-                        _os.segment_unlink(self.os_name)
-                finally:
-                    mm.close()
-        finally:
-            _os.segment_close(seg)  # closing the descriptor drops its lock
+    def hold(self) -> None:
+        """Count a use that outlives its call (a Lock held by a thread):
+        the handles stay until the matching ``leave``."""
+        self.inflight.append(None)
 
-    # -- close / unlink ------------------------------------------------------------
+    def leave(self) -> None:
+        inflight = self.inflight
+        inflight.pop()
+        # close() sets ``closing`` before ``close_started``: a call entered
+        # after that is refused without using the handles, and one entered
+        # before is still in the list (``_finish`` checks it again).
+        if self.close_started and not inflight:
+            self._finish(False)
+
     def view(self, offset: int, length: int) -> memoryview:
-        """A writable view of the mapping, released when this core closes
-        (so that closing never meets a BufferError of its own making)."""
+        """A writable view of the mapping for ctipc's own use, released with
+        the mapping (so that closing never meets a BufferError of its own
+        making)."""
         assert self.mm is not None
         view = memoryview(self.mm)[offset : offset + length]
         self.views.append(view)
@@ -439,16 +453,113 @@ class Core:
     def words(self, offset: int, count: int) -> memoryview:
         """``count`` native unsigned 64-bit words of the mapping at ``offset``
         (8-aligned), as a view whose item assignment is one aligned store.
-        Released when this core closes; using it then raises ValueError."""
+        Released with the mapping; using it then raises ValueError."""
         assert self.mm is not None and offset % 8 == 0
         view = memoryview(self.mm)[offset : offset + 8 * count].cast("Q")
         self.views.append(view)
         return view
 
+    def lend(self, view: memoryview) -> memoryview:
+        """Register a view handed to the caller (a message inside a receive
+        block): it is released as soon as closing begins, so that using it
+        raises ValueError on every interpreter (releasing the view it was cut
+        from is not enough: PyPy and CPython keep slices usable).  Pair with
+        ``reclaim``."""
+        self.lent.append(view)
+        return view
+
+    def reclaim(self, view: memoryview) -> None:
+        """Release a lent view (BufferError ignored: the caller kept an export
+        of it, valid only inside its block)."""
+        try:
+            self.lent.remove(view)
+        except ValueError:
+            pass
+        _release(view)
+
+    def begin_close(self) -> None:
+        """Set the one "closed" flag: calls in other threads see it at their
+        next check (between wait slices) and raise ValueError; new calls raise
+        at once; lent views are released.  The handles stay until ``close``
+        and the last call in flight have both ended."""
+        self.closing = True
+        while self.lent:
+            _release(self.lent.pop())
+
+    def close(self, warn: bool = False, at_exit: bool = False) -> None:
+        """Detach; the last process out removes the object (lifetime rule).
+
+        ``warn`` is the finalizer's path (the owner was collected while open):
+        errors are swallowed there and a ResourceWarning is emitted instead.
+        ``at_exit``: the interpreter exits (threads may still be in calls).
+        """
+        with self.lock:
+            if self.close_started or os.getpid() != self.pid:
+                return  # a forked child never closes its parent's objects
+            # The flag first: a call that leaves once close_started is set
+            # (and may free the handles) must find every later call refused.
+            self.begin_close()
+            self.close_started = True
+            if self.finalizer is not None and not warn:
+                self.finalizer.detach()
+        if not self.inflight:
+            self._finish(not warn)
+        elif at_exit:
+            # Threads (daemon threads, at exit) are still in calls or hold a
+            # Lock: leave our slot, under the segment lock, but keep every
+            # handle and mapping they may use (the OS frees them with the
+            # process), and remove nothing: a Lock held now is held by a
+            # process about to die, which the next user must learn.
+            self._detach(remove=False)
+        if warn:
+            warnings.warn(
+                f"Implicitly closing ctipc {self.kind.label} {self.name!r}",
+                ResourceWarning,
+                stacklevel=2,
+            )
+
+    def _finish(self, raise_errors: bool) -> None:
+        # Run once, by close() or the last call to leave after it.
+        with self.lock:
+            if self.finished or self.inflight:
+                return
+            self.finished = True
+        try:
+            try:
+                self._detach(remove=True)
+            finally:
+                self._abandon()
+        except Exception:
+            if raise_errors:
+                raise
+
+    def _detach(self, remove: bool) -> None:
+        with self.lock:
+            if self.seg is None or self.mm is None or not self.registered:
+                return
+            if not lock_segment(self.seg, time.monotonic() + CLOSE_TIMEOUT):
+                return  # left to the next open or gc, which reap our slot
+            try:
+                unregister(self.mm)
+                self.registered = False
+                header = read_header(self.mm)
+                if (
+                    remove
+                    and header.state == STATE_READY
+                    and not header.flags & FLAG_PERSISTENT
+                    and reap(self.mm)[0] == 0
+                ):
+                    remove_locked(self.kind, self.seg, self.mm)
+            finally:
+                _os.segment_unlock(self.seg)
+
     def _abandon(self) -> None:
         """Drop this process's handles without touching the object."""
+        self.kind.release(self.resources)
+        while self.lent:
+            _release(self.lent.pop())
         for view in self.views:
-            view.release()
+            _release(view)
         self.views.clear()
         if self.mm is not None:
             mm, self.mm = self.mm, None
@@ -460,138 +571,58 @@ class Core:
             seg, self.seg = self.seg, None
             _os.segment_close(seg)
 
-    def close(self, warn: bool = False) -> None:
-        """Detach; the last process out removes the object (lifetime rule).
-
-        ``warn`` is the finalizer's path (the owner was collected while open):
-        errors are swallowed there and a ResourceWarning is emitted instead.
-        """
-        with self.lock:
-            if self.closed or os.getpid() != self.pid:
-                return  # a forked child never closes its parent's objects
-            self.closed = True
-            if self.finalizer is not None and not warn:
-                self.finalizer.detach()
-            try:
-                self._detach()
-            except Exception:
-                if not warn:
-                    raise
-        if warn:
-            warnings.warn(
-                f"Implicitly closing ctipc {self.kind.label} {self.name!r}",
-                ResourceWarning,
-                stacklevel=2,
-            )
-
-    def _detach(self) -> None:
-        try:
-            if self.seg is None or self.mm is None or not self.registered:
-                return
-            if not _os.segment_lock(self.seg, LOCK_TIMEOUT):
-                return  # left to the next open or gc, which reap our slot
-            try:
-                self._unregister()
-                header = read_header(self.mm)
-                if (
-                    header.state == STATE_READY
-                    and not header.flags & FLAG_PERSISTENT
-                    and self._reap() == 0
-                ):
-                    self._mark_removed()
-            finally:
-                _os.segment_unlock(self.seg)
-        finally:
-            self._abandon()
-
     def unlink(self) -> None:
         """Remove the name now; processes that have it open keep using it.
 
-        After ``close()`` the name is removed only if it still names the
-        object this core had open (same creator and creation time), never a
-        newer object another process made under the same name."""
+        After ``close()`` the name is removed only if it still leads to the
+        object this core had open, never a newer object another process made
+        under the same name."""
         if _os.KERNEL_LIFETIME:
             return  # the name lives as long as a handle does (Windows)
         with self.lock:
-            if not self.closed and self.seg is not None and self.mm is not None:
-                if _os.segment_lock(self.seg, LOCK_TIMEOUT):
-                    try:
-                        if read_header(self.mm).state == STATE_READY:
-                            self._mark_removed()
-                    finally:
-                        _os.segment_unlock(self.seg)
+            if not self.finished and self.seg is not None and self.mm is not None:
+                if not lock_segment(self.seg, time.monotonic() + LOCK_TIMEOUT):
+                    raise _timeout(self.name)
+                try:
+                    if read_header(self.mm).state == STATE_READY:
+                        remove_locked(self.kind, self.seg, self.mm)
+                finally:
+                    _os.segment_unlock(self.seg)
                 return
         if self.header is not None:
-            unlink_by_name(self.kind, self.name, self.header)
-
-    def check_open(self) -> mmap.mmap:
-        mm = self.mm
-        if self.closed or mm is None:
-            raise ValueError(f"ctipc {self.kind.label} {self.name!r} is closed")
-        return mm
+            unlink_by_name(self.kind, self.name, (self.identity, self.header))
 
 
-def unlink_by_name(kind: Kind, name: str, expected: Header | None = None) -> bool:
+def _release(view: memoryview) -> None:
+    try:
+        view.release()
+    except BufferError:
+        pass  # exported by the caller: freed with its last export
+
+
+def unlink_by_name(kind: Kind, name: str, expected: tuple[object, Header] | None = None) -> bool:
     """Remove the object called ``name`` if it exists (and, with
-    ``expected``, only if it is that incarnation); True if it did."""
+    ``expected``, only if it is that incarnation: the same segment and
+    header); True if it did."""
     if _os.KERNEL_LIFETIME:
         return False  # names die with their last handle (Windows)
+
+    def decide(found: Any) -> bool:
+        if expected is None:
+            return True
+        identity, header = expected
+        return (
+            found.header is not None
+            and found.seg.identity == identity
+            and (found.header.creator_pid, found.header.created_ns)
+            == (header.creator_pid, header.created_ns)
+        )
+
     os_name = _names.os_name(kind.letter, "h", name)
     try:
-        seg = _os.segment_attach(os_name)
-    except FileNotFoundError:
-        return False
-    try:
-        if not _os.segment_lock(seg, LOCK_TIMEOUT):
-            raise TimeoutError(errno.ETIMEDOUT, "timed out waiting for the object's lock", name)
-        size = seg.size
-        if size is not None and size < HEADER_SIZE:
-            return expected is None and _os.segment_unlink(os_name)
-        mm = _os.segment_map(seg, 0, HEADER_SIZE)
-        try:
-            header = read_header(mm)
-            if header.state == STATE_REMOVED:
-                return finish_removal(kind, os_name, header)
-            if expected is not None and (header.creator_pid, header.created_ns) != (
-                expected.creator_pid,
-                expected.created_ns,
-            ):
-                return False
-            struct.pack_into("=I", mm, 12, STATE_REMOVED)
-        finally:
-            mm.close()
-        kind.remove_extras(os_name)
-        return _os.segment_unlink(os_name)
-    finally:
-        _os.segment_close(seg)
-
-
-def finish_removal(kind: Kind, os_name: str, header: Header) -> bool:
-    """With the lock of a segment marked removed held: unlink its name, if
-    the name still leads to that segment (the same creator and creation
-    time).  A remover marks and unlinks under the lock, so holding it and
-    seeing the mark means the remover died in between, or finished and the
-    name now leads to a newer object, which must be left alone."""
-    try:
-        seg = _os.segment_attach(os_name)
-    except FileNotFoundError:
-        return False
-    try:
-        size = seg.size
-        if size is not None and size < HEADER_SIZE:
-            return False
-        mm = _os.segment_map(seg, 0, HEADER_SIZE)
-        try:
-            now = read_header(mm)
-        finally:
-            mm.close()
-    finally:
-        _os.segment_close(seg)
-    if (now.state, now.creator_pid, now.created_ns) != (
-        STATE_REMOVED,
-        header.creator_pid,
-        header.created_ns,
-    ):
-        return False
-    kind.remove_extras(os_name)
-    return _os.segment_unlink(os_name)
+        removed, state = remove_if(kind, os_name, time.monotonic() + LOCK_TIMEOUT, decide)
+    except OSError as e:
+        raise _rename(e, name) from None
+    if state == BUSY:
+        raise _timeout(name)
+    return removed

@@ -238,6 +238,13 @@ class Segment:
         # the size given at create; the portable layer reads its own header.
         return None
 
+    # Names die with their last handle here (KERNEL_LIFETIME): the portable
+    # layer never unlinks, so it needs no identity, and the ACL decides
+    # who may open a name.
+    identity = None
+    other_owner = None
+    age = 0.0
+
 
 def segment_create(os_name: str, size: int, mode: int, timeout: float) -> Segment:
     # `mode` is not used: POSIX permission bits have no faithful translation
@@ -299,6 +306,10 @@ def segment_close(seg: Segment) -> None:
 def segment_unlink(os_name: str) -> bool:
     # Nothing to remove: a name dies with the last handle to its object.
     return False
+
+
+def segment_named(seg: Segment) -> bool:
+    return True  # a name is never unlinked: it leads to its object while any handle does
 
 
 def segment_list() -> list[str]:

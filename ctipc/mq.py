@@ -235,6 +235,8 @@ class MessageQueue(QueueCore):
         """Enter a receive (``reserve`` False) or reserve block: the view
         and what ``_txn_end`` needs, with the side's mutex held."""
         self._enter()
+        core = self._core
+        assert core is not None
         try:
             if reserve:
                 sent, held, registered = self._produce([], nbytes, block, timeout)
@@ -245,11 +247,11 @@ class MessageQueue(QueueCore):
                     )
                 tail, pos, skip = held
                 start = 0 if skip else pos
-                view = self._ring_view[start + 8 : start + 8 + nbytes]
+                view = core.lend(self._ring_view[start + 8 : start + 8 + nbytes])
                 state: Any = (tail, pos, skip, nbytes, registered)
             else:
                 offset, n, after, redelivered = self._consume(self._hold, 1, block, timeout)
-                view = self._ring_view[offset - RING : offset - RING + n].toreadonly()
+                view = core.lend(self._ring_view[offset - RING : offset - RING + n].toreadonly())
                 state = (after, redelivered)
         except BaseException:
             self._leave()
@@ -265,7 +267,7 @@ class MessageQueue(QueueCore):
         # Closed meanwhile (by this thread: close() waits for other threads'
         # blocks): the views of the queue are gone, so nothing can be
         # published or removed; the mutex is still ours to release.
-        closed = self._core is None or self._core.closed
+        closed = self.closed
         commit = commit and not closed
         try:
             if reserve:
@@ -285,10 +287,8 @@ class MessageQueue(QueueCore):
                 words[RECEIVING] = 0
                 sleepers = words[PRODUCERS_WAITING]
         finally:
-            try:
-                view.release()
-            except BufferError:
-                pass  # the caller kept an export of it: valid only inside the block
+            if self._core is not None:
+                self._core.reclaim(view)  # released (exports: valid only inside the block)
             self._txn_thread = None
             try:
                 self._unlock(mutex)

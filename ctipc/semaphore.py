@@ -17,7 +17,6 @@ from ._errors import CorruptedError
 from ._segment import (
     HEADER_SIZE,
     Core,
-    Header,
     Kind,
     register_kind,
 )
@@ -88,7 +87,7 @@ class Semaphore(Acquirable):
         if not 0 <= initial <= SEM_VALUE_MAX:
             raise ValueError(f"initial must be within 0..{SEM_VALUE_MAX}, got {initial}")
         core = Core(_SemaphoreKind(initial), name)
-        core.open(create, bool(persistent), mode, (initial, None), _no_check)
+        core.open(create, bool(persistent), mode, (initial, None))
         self._handle: int = core.resources["sem"]
         self._spinner = Spinner()
         self._start(core)
@@ -202,7 +201,7 @@ class Lock(Acquirable):
     ) -> None:
         mode = check_open_args(name, create, persistent, permissions)
         core = Core(_LockKind(), name)
-        core.open(create, bool(persistent), mode, (None, None), _no_check)
+        core.open(create, bool(persistent), mode, (None, None))
         self._mutex = core.resources["mutex"]
         self._holder: tuple[int, int] | None = None  # (pid, thread) holding it
         #: True after an ``acquire`` that took the lock over from a dead holder
@@ -220,6 +219,8 @@ class Lock(Acquirable):
             outcome = _os.mutex_acquire(mutex, 0.0)
             if outcome == MUTEX_TIMEOUT:
                 outcome = self._wait(mutex, blocking, seconds)
+            if outcome != MUTEX_TIMEOUT:
+                self._pin()  # the mutex stays mapped while held, even if closed
         except OSError as e:
             raise mutex_error(e, self.name) from None
         finally:
@@ -259,12 +260,13 @@ class Lock(Acquirable):
         except BaseException:
             self._holder = _me()
             raise
+        self._leave()  # the hold taken by acquire: a closed Lock's handles go now
 
     def close(self) -> None:
         """Close (idempotent); a lock this thread holds is released first.
         A lock held by another thread of this process stays held until that
         thread releases it or the process exits."""
-        if self._core is not None and not self._core.closed and self._holder == _me():
+        if not self.closed and self._holder == _me():
             self.release()
         super().close()
 
@@ -275,6 +277,3 @@ class Lock(Acquirable):
 def _me() -> tuple[int, int]:
     return os.getpid(), threading.get_ident()
 
-
-def _no_check(core: Core, header: Header) -> None:
-    pass

@@ -39,8 +39,19 @@ class _SharedMemoryKind(Kind):
     # else changes.
     core_maps_area = False
 
+    def __init__(self, size: int | None = None) -> None:
+        self.size = size  # what the caller asked for (None: whatever it is)
+
     def area_size(self, params: tuple[int, int]) -> int:
         return params[0]
+
+    def check_attach(self, name: str, header: Header) -> None:
+        if self.size is not None and self.size != header.param0:
+            raise IncompatibleError(
+                f"SharedMemory {name!r} has size {header.param0}, not {self.size}", name
+            )
+        if header.total != HEADER_SIZE + header.param0:
+            raise CorruptedError(f"SharedMemory {name!r} has inconsistent sizes", name)
 
 
 register_kind(_SharedMemoryKind())
@@ -76,17 +87,8 @@ class SharedMemory(Closable):
             raise ValueError("size is needed to create a SharedMemory")
         if size is None:
             create = False  # nothing to create with: attach only
-
-        def check(core: Core, header: Header) -> None:
-            if size is not None and size != header.param0:
-                raise IncompatibleError(
-                    f"SharedMemory {name!r} has size {header.param0}, not {size}", name
-                )
-            if header.total != HEADER_SIZE + header.param0:
-                raise CorruptedError(f"SharedMemory {name!r} has inconsistent sizes", name)
-
-        core = Core(_SharedMemoryKind(), name)
-        core.open(create, bool(persistent), mode, (size, None), check)
+        core = Core(_SharedMemoryKind(size), name)
+        core.open(create, bool(persistent), mode, (size, None))
         assert core.header is not None
         self._size: int = core.header.param0
         try:

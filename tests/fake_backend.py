@@ -28,6 +28,7 @@ import itertools
 import mmap
 import os
 import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -59,6 +60,8 @@ class _SegmentObject:
         self.lock_owner: FakeSegment | None = None
         self.mutexes: dict[int, _MutexState] = {}
         self.named = True
+        self.owner = os.geteuid() if hasattr(os, "geteuid") else 0
+        self.created = time.time()
 
 
 class FakeSegment:
@@ -77,6 +80,20 @@ class FakeSegment:
         if self.closed:
             raise ContractError("size of a closed segment handle")
         return None if self._backend.KERNEL_LIFETIME else self.obj.size
+
+    @property
+    def identity(self) -> object:
+        return None if self._backend.KERNEL_LIFETIME else id(self.obj)
+
+    @property
+    def other_owner(self) -> int | None:
+        owner = self.obj.owner
+        mine = os.geteuid() if hasattr(os, "geteuid") else 0
+        return None if self._backend.KERNEL_LIFETIME or owner == mine else owner
+
+    @property
+    def age(self) -> float:
+        return time.time() - self.obj.created
 
 
 class _Semaphore:
@@ -280,6 +297,12 @@ class FakeBackend:
             if not obj.handles:
                 self._forget(obj)
             return True
+
+    def segment_named(self, seg: FakeSegment) -> bool:
+        self._count("segment_named")
+        with self._cond:
+            seg = self._segment(seg)
+            return self.KERNEL_LIFETIME or self.segments.get(seg.os_name) is seg.obj
 
     def segment_list(self) -> list[str]:
         return sorted(self.segments)

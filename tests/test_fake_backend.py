@@ -25,7 +25,7 @@ from fake_backend import ContractError, FakeBackend, OsProxy
 from helpers import kinds, make
 
 import ctipc
-from ctipc import _backend, _base, _header, _names, _segment
+from ctipc import _backend, _header, _lifetime, _named, _names, _segment
 from ctipc._consts import WAIT_SLICE
 
 A, B, C = 1001, 1002, 1003
@@ -55,7 +55,7 @@ def fake(
     monkeypatch.setattr(_header, "os", OsProxy(backend))
     monkeypatch.setattr(_header, "_THIS", {})
     finalizers = set(weakref.finalize._registry)  # type: ignore[attr-defined]
-    cores = set(_base._LIVE)
+    cores = set(_lifetime._LIVE)
     try:
         yield backend
         report = getattr(request.node, "rep_call", None)
@@ -74,8 +74,8 @@ def fake(
         # backend with fake handles (at their collection, or at exit).
         for f in set(weakref.finalize._registry) - finalizers:  # type: ignore[attr-defined]
             f.detach()
-        for core in set(_base._LIVE) - cores:
-            core.closed = True
+        for core in set(_lifetime._LIVE) - cores:
+            core.closing = core.close_started = True
 
 
 posix_only = pytest.mark.parametrize("fake", ["posix"], indirect=True)
@@ -99,7 +99,7 @@ def crash(fake: FakeBackend, obj: Any, pid: int) -> None:
         if handle is not None:
             close(handle)
     core._abandon()
-    core.closed = True
+    core.closing = core.close_started = core.finished = True
     core.finalizer.detach()
     fake.kill(pid)
 
@@ -395,11 +395,11 @@ def test_attach_table_counts_opens_per_process(fake: FakeBackend) -> None:
     a2 = ctipc.SharedMemory("t")
     with fake.as_process(B):
         b = ctipc.SharedMemory("t")
-    slots = [s for s in a1._core._slots() if s[0]]
+    slots = [s for s in _header.slots(a1._core.mm) if s[0]]
     assert sorted((pid, opens) for pid, opens, *_ in slots) == [(A, 2), (B, 1)]
     a1.close()
     a2.close()
-    slots = [s for s in b._core._slots() if s[0]]
+    slots = [s for s in _header.slots(b._core.mm) if s[0]]
     assert [(pid, opens) for pid, opens, *_ in slots] == [(B, 1)]
     with fake.as_process(B):
         b.close()
@@ -486,7 +486,7 @@ def test_failed_attach_does_not_unlink(fake: FakeBackend, cls: type) -> None:
 def test_segment_left_half_made_by_a_dead_creator_is_replaced(
     fake: FakeBackend, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(_segment, "STALE_INIT_AFTER", 0.2)
+    monkeypatch.setattr(_named, "STALE_INIT_AFTER", 0.2)
     seg = fake.segment_create(os_name(ctipc.SharedMemory, "h"), 100, 0o600, 1)
     fake.segment_close(seg)  # creator gone before writing the header
     start = time.monotonic()
@@ -609,3 +609,53 @@ def test_backend_implements_the_protocol(which: str, tmp_path: Any) -> None:
         assert callable(fn), f"{which} backend lacks {n}()"
         # the portable layer passes arguments by position: the count matters
         assert len(inspect.signature(fn).parameters) == len(params), f"{n}{params}: arity differs"
+
+
+@posix_only
+@kinds
+def test_a_creator_whose_new_segment_was_removed_before_its_lock_creates_again(
+    fake: FakeBackend, cls: type, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Between shm_open and the lock, another process took the empty segment
+    for a dead creator's and removed it: the creator must not finish an
+    object nobody can open (two objects under one name)."""
+    real = fake.segment_create
+    calls = []
+
+    def create_then_lose_the_name(os_name: str, size: int, mode: int, timeout: float) -> Any:
+        seg = real(os_name, size, mode, timeout)
+        calls.append(os_name)
+        if len(calls) == 1:
+            fake.segment_unlink(os_name)  # what the other process did
+        return seg
+
+    monkeypatch.setattr(fake, "segment_create", create_then_lose_the_name)
+    obj = make(cls, "lost")
+    try:
+        assert len(calls) == 2
+        assert fake.segment_named(obj._core.seg)
+        with fake.as_process(B):
+            other = make(cls, "lost", create=False)  # the same object, by name
+            assert other._core.seg.obj is obj._core.seg.obj
+            other.close()
+    finally:
+        obj.close()
+    assert fake.segment_list() == []
+
+
+@posix_only
+@kinds
+def test_a_private_open_refuses_an_object_another_user_owns(fake: FakeBackend, cls: type) -> None:
+    with fake.as_process(B):
+        squatted = make(cls, "sq", permissions=0o666)
+    fake.segments[os_name(cls, "sq")].owner = 12345
+    try:
+        with pytest.raises(PermissionError, match="another user") as info:
+            make(cls, "sq")
+        assert info.value.filename == "sq"
+        shared = make(cls, "sq", permissions=0o660)  # sharing asked for: attaches
+        shared.close()
+    finally:
+        with fake.as_process(B):
+            squatted.close()
+    assert fake.segment_list() == []

@@ -34,7 +34,7 @@ from helpers import (
 )
 
 import ctipc
-from ctipc import _names
+from ctipc import _names, _segment
 
 pytestmark = pytest.mark.skipif(
     not (HAVE_DEV_SHM and HAVE_PROC_FD and sys.platform.startswith("linux")),
@@ -277,29 +277,37 @@ except Exception as e:
 mode = sys.argv[2]
 names = json.loads(sys.argv[3])
 report = {}
+# Sharing with another user is asked for explicitly, by both sides.
+kw = {"permissions": 0o666} if mode == "shared" else {}
+if mode == "squat":  # made first, for everyone, and left behind
+    kw = {"permissions": 0o666, "persistent": True}
 
 def use(letter, name, create):
     if letter == "s":
-        s = ctipc.Semaphore(name, create=create)
+        s = ctipc.Semaphore(name, create=create, **kw)
         assert s.acquire(timeout=5)
         s.release()
         return s
     if letter == "l":
-        lock = ctipc.Lock(name, create=create)
+        lock = ctipc.Lock(name, create=create, **kw)
         assert lock.acquire(timeout=5)
         lock.release()
         return lock
     if letter == "m":
-        m = ctipc.SharedMemory(name, create=create)
+        m = ctipc.SharedMemory(name, 64 if mode == "squat" else None, create=create, **kw)
         m.write(b"nobody", 0)
         return m
-    q = ctipc.MessageQueue(name, create=create)
+    if mode == "squat":
+        q = ctipc.MessageQueue(name, capacity=8192, max_message=64, create=create, **kw)
+        q.put(b"planted", timeout=5)
+        return q
+    q = ctipc.MessageQueue(name, create=create, **kw)
     q.put(b"from nobody", timeout=5)
     assert q.get(timeout=5) == b"from nobody"
     return q
 
 for letter, name in names.items():
-    for create in (False, None):
+    for create in ((True,) if mode == "squat" else (False, None)):
         key = f"{letter} create={create}"
         try:
             use(letter, name, create).close()
@@ -396,6 +404,28 @@ def test_another_user_can_use_an_object_made_with_0o666(new_name: Callable[..., 
     assert written == b"nobody"
     assert all(entries_of(n) == [] for n in names.values())
     assert not os.path.exists(semaphore_path(names["s"]))
+
+
+@pytest.mark.skipif(not IS_ROOT, reason="needs root to run a child as another user")
+def test_a_name_squatted_by_another_user_is_refused(new_name: Callable[..., str]) -> None:
+    """Another user made the name first, open to everyone: opening it with
+    the default (private) permissions is PermissionError, with nothing read
+    or written; an explicit sharing ``permissions=`` attaches."""
+    names = {letter: new_name() for letter in "slmq"}
+    try:
+        report = _as_nobody("squat", names)
+        assert set(report.values()) == {"ok"}, report
+        for letter, name in names.items():
+            for create in (None, False):
+                with pytest.raises(PermissionError, match="another user") as caught:
+                    LETTER[letter](name, create=create).close()
+                assert caught.value.filename == name
+        with ctipc.MessageQueue(names["q"], permissions=0o666) as q:
+            assert q.get(timeout=5) == b"planted"  # still there, never touched
+    finally:
+        for letter, name in names.items():
+            _segment.unlink_by_name(_segment.KINDS[letter], name)
+    assert all(entries_of(n) == [] for n in names.values())
 
 
 # -- 5. many cycles -------------------------------------------------------------------

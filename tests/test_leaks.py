@@ -15,7 +15,7 @@ import pytest
 from helpers import HAVE_DEV_SHM, HAVE_PROC_FD, header_path, semaphore_path
 
 import ctipc
-from ctipc import _base, _header
+from ctipc import _header, _lifetime
 from ctipc._backend import os_backend
 
 # Measured: ~0.25 ms per SharedMemory cycle and ~0.4 ms per Semaphore cycle
@@ -43,7 +43,7 @@ def state() -> tuple:
     # kept by a finalizer's closure is only freed by a later collection.
     for _ in range(3):
         gc.collect()
-    return (fds(), maps(), len(_base._LIVE), len(_header._THIS))
+    return (fds(), maps(), len(_lifetime._LIVE), len(_header._THIS))
 
 
 def leftovers(name: str) -> list[str]:

@@ -362,7 +362,7 @@ def test_forked_child_that_exits_does_not_remove_the_parents_object(name: str, c
                 if cls is ctipc.SharedMemory:
                     obj.write(b"forked")
                 obj.close()
-                ctipc._base._close_all()  # what an exiting interpreter runs
+                ctipc._lifetime._close_all()  # what an exiting interpreter runs
                 code = 0
             finally:
                 os._exit(code)

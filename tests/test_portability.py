@@ -962,7 +962,7 @@ def test_forked_child_that_closes_what_it_inherited_removes_nothing(name: str) -
         def child() -> None:
             for o in objs:
                 o.close()
-            ctipc._base._close_all()  # what an exiting interpreter runs
+            ctipc._lifetime._close_all()  # what an exiting interpreter runs
             with ctipc.SharedMemory(name, create=False) as again:  # by name, afresh
                 again.write(b"again")
 
