@@ -11,8 +11,9 @@ from __future__ import annotations
 from ._backend import os_backend as _os
 from ._errors import CorruptedError, CtipcError, Empty, Full, IncompatibleError
 from .listener import Listener
+from .lock import Lock
 from .mq import MessageQueue, Received, Reservation
-from .semaphore import Lock, Semaphore
+from .semaphore import Semaphore
 from .shm import SharedMemory
 
 __version__ = "0.1.0"

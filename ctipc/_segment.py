@@ -497,6 +497,7 @@ class Core:
                     header.state == STATE_READY
                     and not header.flags & FLAG_PERSISTENT
                     and self._reap() == 0
+                    and not self.kind.abandoned_held(self.seg)
                 ):
                     self._mark_removed()
             finally:

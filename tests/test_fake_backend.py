@@ -25,7 +25,7 @@ from fake_backend import ContractError, FakeBackend, OsProxy
 
 import ctipc
 from ctipc import _backend, _base, _header, _names, _segment
-from ctipc._consts import WAIT_SLICE
+from ctipc._backend import WAIT_SLICE
 
 A, B, C = 1001, 1002, 1003
 
@@ -48,7 +48,9 @@ def fake(
         if module_name.startswith("ctipc") and getattr(module, "_os", None) is real:
             monkeypatch.setattr(module, "_os", backend)
             patched.append(module_name)
-    assert {"ctipc._header", "ctipc._segment", "ctipc.semaphore", "ctipc.shm"} <= set(patched)
+    assert {"ctipc._header", "ctipc._segment", "ctipc.lock", "ctipc.semaphore", "ctipc.shm"} <= set(
+        patched
+    )
     monkeypatch.setattr(_backend, "os_backend", backend)
     monkeypatch.setattr(_segment, "os", OsProxy(backend))
     monkeypatch.setattr(_header, "os", OsProxy(backend))
@@ -287,8 +289,11 @@ def test_dead_processes_are_reaped_by_the_next_open(fake: FakeBackend, cls: type
         assert fresh.value == 4
         fresh.close()
     else:
+        # The holder died holding it: kept for the next user, who is told
+        # (where the kernel removes it with its last handle, the fact is gone)
         fresh = ctipc.Lock("o")
-        assert fresh.acquire(blocking=False) and not fresh.owner_died
+        assert fresh.acquire(blocking=False)
+        assert fresh.owner_died is not fake.KERNEL_LIFETIME
         fresh.release()
         fresh.close()
     assert fake.segment_list() == []
