@@ -58,9 +58,8 @@ def main() -> None:
         for _ in range(args.repeats):
             for key, (acquire, release) in contenders.items():
                 results[key].append(_pairs(acquire, release, args.pairs))
-        print(
-            f"{sys.implementation.name} {sys.version.split()[0]}, {args.pairs} pairs x {args.repeats}"
-        )
+        version = f"{sys.implementation.name} {sys.version.split()[0]}"
+        print(f"{version}, {args.pairs} pairs x {args.repeats}")
         base = statistics.median(results["posix_ipc.Semaphore"]) if peer else None
         for key, values in results.items():
             median = statistics.median(values)

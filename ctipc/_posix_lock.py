@@ -332,7 +332,8 @@ def mutex_release(m: Mutex) -> None:
 
 def mutex_bind(m: Mutex) -> tuple[Callable[[], int], Callable[[], int]]:
     if isinstance(m, _RobustMutex):
-        _check_static(m)
+        # (No check of the static words: a corrupt kind makes trylock fail
+        # with EINVAL, and the general call then says why.)
         return partial(_raw_trylock, m.ptr), partial(_raw_unlock, m.ptr)
 
     def try_lock() -> int:
@@ -369,11 +370,9 @@ def mutex_locked(m: Mutex) -> bool:
 
 
 def mutex_abandoned(seg: Any, offset: int) -> bool:
-    mm = mmap.mmap(seg.fd, mmap.PAGESIZE, mmap.MAP_SHARED, mmap.PROT_READ, offset=offset)
-    try:
-        word = int.from_bytes(mm[0:4], sys.byteorder)
-    finally:
-        mm.close()
+    # Read, not mapped: no descriptor or mapping to make (close runs this,
+    # also where descriptors ran out).
+    word = int.from_bytes(os.pread(seg.fd, 4, offset).ljust(4, b"\0"), sys.byteorder)
     if not ROBUST_MUTEX:
         return word != 0  # the owner record of a holder that never released it
     # The kernel marked the owner's death and nobody took it over since.
