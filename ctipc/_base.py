@@ -25,7 +25,7 @@ class Closable:
     # One entry per call in progress in any thread (list.append/pop are
     # atomic).  close() frees the OS handles those calls use only when none
     # is in progress; otherwise the last call to finish frees them.
-    _inflight: list[None] = []  # replaced per instance by _start()
+    _inflight: list[object] = []  # replaced per instance by _start()
 
     @property
     def name(self) -> str:

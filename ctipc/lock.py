@@ -7,7 +7,7 @@ import mmap
 import os
 import threading
 import weakref
-from typing import Any
+from typing import Any, Callable
 
 from ._args import check_open_args, check_timeout
 from ._backend import MUTEX_OWNER_DIED, MUTEX_TIMEOUT
@@ -15,6 +15,7 @@ from ._backend import os_backend as _os
 from ._base import Acquirable, mutex_error
 from ._header import HEADER_SIZE, Header
 from ._segment import Core, Kind, register_kind
+from ._signals import CALL, held, leave, pending
 from ._wait import Spinner, wait
 
 __all__ = ["Lock"]
@@ -80,10 +81,8 @@ class Lock(Acquirable):
     Linux this is a robust process-shared pthread mutex; on Windows a named
     mutex (WAIT_ABANDONED); elsewhere flock() on a lock file.
 
-    An exception raised by a signal handler inside ``acquire`` or
-    ``release`` (Ctrl-C) leaves the lock as the caller believes: an
-    ``acquire`` that raised holds nothing, a ``release`` that raised has
-    released it.
+    An exception raised by a signal handler inside ``acquire`` (Ctrl-C)
+    leaves nothing held; see ``release`` for an interrupted release.
     """
 
     def __init__(
@@ -99,25 +98,31 @@ class Lock(Acquirable):
         core.open(create, persistent, mode, (None, None), _no_check)
         self._mutex = core.resources["mutex"]
         try:
-            self._try_lock, self._unlock = _os.mutex_bind(self._mutex)
+            try_lock, unlock = _os.mutex_bind(self._mutex)
         except BaseException:
             core.kind.release(core.resources)
             core.close()
             raise
+        self._try_lock: tuple[Callable[[], int]] = (try_lock,)
+        self._unlock: tuple[Callable[[], int]] = (unlock,)
         self._holder: int | None = None  # the thread of this process holding it
+        self._held: object = None  # its mark in _inflight while held
         #: True after an ``acquire`` that took the lock over from a dead holder
         self.owner_died = False
         self._spinner = Spinner()
         self._start(core)
         _LOCKS.add(self)
 
-    # While held, the Lock counts as a call in progress (``_inflight``): its
-    # OS resources are closed only after the holder released it, since a
-    # robust mutex unmapped by its holder could never be taken over.
+    # While held, the Lock counts as a call in progress (``_inflight``, marked
+    # by ``_held``): its OS resources are closed only after the holder
+    # released it, since a robust mutex unmapped by its holder could never
+    # be taken over.  The OS call and its record cannot be split by a
+    # signal handler's exception (see _signals).
 
     def acquire(self, blocking: bool = True, timeout: float | None = -1) -> bool:
         """Take the lock, like ``threading.Lock.acquire``; False if it stayed
-        held until ``timeout`` seconds passed (or at once if not blocking)."""
+        held until ``timeout`` seconds passed (or at once if not blocking).
+        An acquire that raised (e.g. KeyboardInterrupt) holds nothing."""
         # The general wait is built only when the first try fails: the
         # common call finds the lock free.
         seconds = (
@@ -125,73 +130,93 @@ class Lock(Acquirable):
             if blocking is True and (timeout is None or timeout == -1)
             else check_timeout(blocking, timeout)
         )
-        self._enter()  # (before the try: if it raises, nothing is in flight)
+        me = _get_ident()
+        had = self._holder == me  # (then this acquire blocks, as threading's)
+        call = map(CALL, self._try_lock)
+        give_back = map(CALL, self._unlock)  # made now: the repair below makes no call
+        # [0]: the bound try took it; [rc, MUTEX_*]: the wait did
+        got: list[int] = []
+        inflight = self._inflight
+        inflight += (call,)
+        core = self._core
         try:
-            if self._try_lock() == 0:
+            if core is None or core.closed:
+                raise ValueError("Lock is closed")
+            got += call
+            if got[0] == 0:
                 self.owner_died = False
-                self._holder = _get_ident()
-                return True
-            return self._acquire_slow(blocking, seconds)
+            elif not self._acquire_slow(blocking, seconds, got):
+                leave(inflight, call, core)
+                return False
+            else:
+                self.owner_died = got[-1] == MUTEX_OWNER_DIED
+            self._holder = me
+            self._held = call  # stays in flight while held
+            return True
         except BaseException as e:
-            self._interrupted_acquire()
+            if not had:
+                # Taken by this call, whose caller sees it raise: given back.
+                self._holder = None
+                if got == [0] or len(got) > 1:
+                    got += give_back
+                elif got and _os.mutex_held(self._mutex):  # (a takeover the try began)
+                    _os.mutex_release(self._mutex)
+            leave(inflight, call, core)
             if isinstance(e, OSError):
                 raise mutex_error(e, self.name) from None
             raise
 
-    def _acquire_slow(self, blocking: bool, seconds: float | None) -> bool:
+    def _acquire_slow(self, blocking: bool, seconds: float | None, got: list[int]) -> bool:
         mutex = self._mutex
-        outcome = [MUTEX_TIMEOUT]
 
         def attempt(s: float) -> bool:
-            outcome[0] = _os.mutex_acquire(mutex, s)
-            return outcome[0] != MUTEX_TIMEOUT
+            with held():
+                outcome = _os.mutex_acquire(mutex, s)
+                if outcome != MUTEX_TIMEOUT and pending():
+                    # A signal came: its handler runs when the block ends,
+                    # and an exception from it must find the lock not taken.
+                    _os.mutex_release(mutex)
+                    return False
+                if outcome != MUTEX_TIMEOUT:
+                    got.append(outcome)
+            return outcome != MUTEX_TIMEOUT
 
-        if not wait(attempt, blocking, seconds, self._check_open, self._spinner):
-            self._leave()
-            return False
-        self.owner_died = outcome[0] == MUTEX_OWNER_DIED
-        self._holder = _get_ident()
-        return True
-
-    def _interrupted_acquire(self) -> None:
-        # An exception ended the acquire (a signal handler's at any point,
-        # or an OS error): what this call took is given back.  A thread that
-        # held the Lock before the call keeps it.
-        if self._holder != _get_ident():
-            try:
-                if _os.mutex_held(self._mutex):
-                    _os.mutex_release(self._mutex)
-            finally:
-                self._leave()
-        else:
-            self._leave()
+        return wait(attempt, blocking, seconds, self._check_open, self._spinner)
 
     def release(self) -> None:
         """Release the lock; RuntimeError if this thread does not hold it.
-        The holder may release it after another thread closed the Lock."""
-        if self._holder != _get_ident():
+        The holder may release it after another thread closed the Lock.  A
+        release interrupted by an exception (e.g. KeyboardInterrupt) is
+        completed, unless the exception came at its very first instruction,
+        before anything was done: calling release() again settles it
+        (RuntimeError once it is released)."""
+        me = _get_ident()
+        if self._holder != me:
             self._check_open()  # a closed Lock: ValueError, like every other call
             raise RuntimeError("release of a ctipc.Lock this thread does not hold")
+        call = map(CALL, self._unlock)
+        done: list[int] = []
+        held_call, core = self._held, self._core
         # Cleared before the OS release: once that returns, another thread
         # may already hold the lock and have set itself as holder.
         self._holder = None
         try:
-            if self._unlock() != 0:
+            done += call
+            if done[0] != 0:
                 _os.mutex_release(self._mutex)  # raises why, or finishes a close
+            leave(self._inflight, held_call, core)
         except PermissionError:
-            self._leave()
+            leave(self._inflight, held_call, core)
             raise RuntimeError("release of a ctipc.Lock this thread does not hold") from None
         except OSError as e:
-            self._holder = _get_ident()
+            self._holder = me
             raise mutex_error(e, self.name) from None
         except BaseException:
-            # Interrupted (a signal handler's exception): the release is
-            # completed, so that no live thread holds what it believes free.
-            if _os.mutex_held(self._mutex):
-                _os.mutex_release(self._mutex)
-            self._leave()
+            # Interrupted before the OS release: it is completed.
+            if not done:
+                done += call
+            leave(self._inflight, held_call, core)
             raise
-        self._leave()
 
     def locked(self) -> bool:
         """True while any thread of any process holds the lock (a snapshot,

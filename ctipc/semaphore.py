@@ -3,10 +3,6 @@
 from __future__ import annotations
 
 import errno
-import signal
-from collections.abc import Iterator
-from contextlib import contextmanager
-from operator import methodcaller
 from typing import Any, Callable
 
 from . import _names
@@ -16,6 +12,7 @@ from ._base import Acquirable
 from ._errors import CorruptedError
 from ._header import Header
 from ._segment import Core, Kind, register_kind
+from ._signals import CALL, held, leave, pending
 from ._wait import Spinner, wait
 
 __all__ = ["Semaphore"]
@@ -25,19 +22,6 @@ SEM_VALUE_MAX = _os.SEM_VALUE_MAX
 #: Most permits one ``release(n)`` gives back (posts go one by one on POSIX:
 #: 2**16 take about 50 ms; Windows posts n at once)
 RELEASE_MAX = min(_os.RELEASE_MAX, SEM_VALUE_MAX)
-
-# Calls a zero-argument callable from C: ``results += map(_CALL, (f,))``
-# stores f's result before the interpreter can run a signal handler.
-_CALL = methodcaller("__call__")
-# The asynchronous signals, which a Python handler may turn into an exception
-# (faults such as SIGSEGV must never be blocked).
-# (Probed by name: signal masks are a POSIX feature.)
-_sigmask: Callable[[int, Any], Any] | None = getattr(signal, "pthread_sigmask", None)
-_SIG_BLOCK: int = getattr(signal, "SIG_BLOCK", 0)
-_SIG_SETMASK: int = getattr(signal, "SIG_SETMASK", 2)
-_SIGNALS = signal.valid_signals() - {
-    getattr(signal, s, None) for s in ("SIGSEGV", "SIGBUS", "SIGFPE", "SIGILL", "SIGTRAP")
-}
 
 
 class _SemaphoreKind(Kind):
@@ -111,37 +95,42 @@ class Semaphore(Acquirable):
     def acquire(self, blocking: bool = True, timeout: float | None = None) -> bool:
         """Take a permit, like ``threading.Semaphore.acquire``.  Returns False
         if none came before ``timeout`` seconds (or at once if not blocking).
-        An exception raised by a signal handler during the call takes no
-        permit (one already taken is given back)."""
+        An acquire that raised (e.g. KeyboardInterrupt) took no permit."""
         # Arguments are checked and the general wait built only when a first
-        # try fails: the common call finds a permit free.
+        # try fails: the common call finds a permit free.  The OS call and
+        # its record in ``taken`` cannot be split by a signal handler's
+        # exception (see _signals); ``call`` also marks this call in flight.
         seconds = None if blocking is True and timeout is None else check_timeout(blocking, timeout)
-        taken: list[int] = []  # 0 once this call holds a permit
-        self._enter()
+        call = map(CALL, self._try_wait)
+        give_back = map(CALL, self._post)  # made now: the repair below makes no call
+        taken: list[int] = []  # holds 0 once this call has a permit
+        inflight = self._inflight
+        inflight += (call,)
+        core = self._core
         try:
-            taken += map(_CALL, self._try_wait)
-            if taken[0] == 0:
-                return True
-            return self._acquire_slow(blocking, seconds, taken)
+            if core is None or core.closed:
+                raise ValueError("Semaphore is closed")
+            taken += call
+            ok = taken[0] == 0 or self._acquire_slow(blocking, seconds, taken)
+            leave(inflight, call, core)
+            return ok
         except BaseException:
             if 0 in taken:
-                _os.semaphore_post(self._handle, 1)
+                taken += give_back  # what the caller never got
+            leave(inflight, call, core)
             raise
-        finally:
-            self._leave()
 
     def _acquire_slow(self, blocking: bool, seconds: float | None, taken: list[int]) -> bool:
         handle = self._handle
 
         def attempt(s: float) -> bool:
-            # Signals are held back while a permit may be in flight between
-            # the OS and ``taken`` (a wait is a slice: Ctrl-C still comes
-            # within one).
-            with _signals_held():
-                if s:
-                    ok = _os.semaphore_wait(handle, s)
-                else:
-                    ok = _os.semaphore_trywait(handle)
+            with held():
+                ok = _os.semaphore_wait(handle, s) if s else _os.semaphore_trywait(handle)
+                if ok and pending():
+                    # A signal came: its handler runs when the block ends,
+                    # and an exception from it must find no permit taken.
+                    _os.semaphore_post(handle, 1)
+                    return False
                 if ok:
                     taken.append(0)
             return ok
@@ -150,33 +139,38 @@ class Semaphore(Acquirable):
 
     def release(self, n: int = 1) -> None:
         """Give back ``n`` permits (at most ``RELEASE_MAX``), waking up to ``n``
-        waiters.  An exception raised by a signal handler during the call
-        does not stop the release of one permit; ``release(n)`` posts one by
-        one where the OS has no post of n (POSIX), so an interrupted one may
-        have given back some of them."""
+        waiters.  A ``release()`` that raised (e.g. KeyboardInterrupt) gave
+        nothing back.  ``release(n)`` posts one by one where the OS has no
+        post of n (POSIX): an interrupted one may have posted some."""
         if n.__class__ is not int or n != 1:  # (bool is not int here)
             self._check_count(n)
+        call = map(CALL, self._post)
+        take_back = map(CALL, self._try_wait)  # made now: the repair below makes no call
         posted: list[int] = []
-        self._enter()
+        inflight = self._inflight
+        inflight += (call,)
+        core = self._core
         try:
+            if core is None or core.closed:
+                raise ValueError("Semaphore is closed")
             if n == 1:
-                posted += map(_CALL, self._post)
-                if posted[0] == 0:
-                    return
-            else:
-                posted.append(1)
-            # the general call: posts n, or raises why the bound post failed
-            _os.semaphore_post(self._handle, n)
+                posted += call
+            if not posted or posted[0] != 0:
+                posted.append(1)  # (the general call's work: not undone)
+                _os.semaphore_post(self._handle, n)  # or raises why the bound post failed
+            leave(inflight, call, core)
         except OSError as e:
+            leave(inflight, call, core)
             if e.errno == errno.EOVERFLOW:
                 raise ValueError(f"the semaphore's value would exceed {SEM_VALUE_MAX}") from None
             raise
         except BaseException:
-            if n == 1 and not posted:
-                _os.semaphore_post(self._handle, 1)  # finish the interrupted release
+            if posted == [0]:
+                # Interrupted after the post: taken back, as the caller sees
+                # a release that raised.
+                posted += take_back
+            leave(inflight, call, core)
             raise
-        finally:
-            self._leave()
 
     def _check_count(self, n: object) -> None:
         if isinstance(n, bool) or not isinstance(n, int):
@@ -204,18 +198,6 @@ class Semaphore(Acquirable):
     def _state(self) -> str:
         value = self.value
         return "open" if value is None else f"value={value}"
-
-
-@contextmanager
-def _signals_held() -> Iterator[None]:
-    if _sigmask is None:
-        yield
-        return
-    old = _sigmask(_SIG_BLOCK, _SIGNALS)
-    try:
-        yield
-    finally:
-        _sigmask(_SIG_SETMASK, old)
 
 
 def _no_check(core: Core, header: Header) -> None:
