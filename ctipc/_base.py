@@ -63,7 +63,7 @@ class Closable:
 
     def _leave(self) -> None:
         inflight = self._inflight
-        inflight.pop()
+        inflight.remove(None)  # (not another call's own mark: see _signals)
         core = self._core
         if not inflight and core is not None and core.closed:
             core.kind.release(core.resources)

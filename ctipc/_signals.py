@@ -29,6 +29,7 @@ inside such a repair, or at a function's first instruction.
 from __future__ import annotations
 
 import signal
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from operator import methodcaller
@@ -52,8 +53,9 @@ _ASYNC = signal.valid_signals() - {
 
 @contextmanager
 def held() -> Iterator[None]:
-    """Hold back the asynchronous signals of this thread for the block."""
-    if _sigmask is None:
+    """Hold back the asynchronous signals for the block (in the main thread:
+    Python runs signal handlers there only)."""
+    if _sigmask is None or threading.current_thread() is not threading.main_thread():
         yield
         return
     old = _sigmask(_SIG_BLOCK, _ASYNC)
@@ -64,8 +66,11 @@ def held() -> Iterator[None]:
 
 
 def pending() -> bool:
-    """Inside ``held()``: whether a signal arrived that is now held back."""
-    return bool(_sigpending is not None and _sigpending())
+    """Inside ``held()``: whether a signal arrived, now held back, whose
+    Python handler may raise (not one the OS ignores, such as SIGCHLD)."""
+    if _sigpending is None or threading.current_thread() is not threading.main_thread():
+        return False
+    return any(callable(signal.getsignal(s)) for s in _sigpending())
 
 
 def leave(inflight: list[Any], call: object, core: Any) -> None:

@@ -204,7 +204,10 @@ class Lock(Acquirable):
             done += call
             if done[0] != 0:
                 _os.mutex_release(self._mutex)  # raises why, or finishes a close
-            leave(self._inflight, held_call, core)
+            inflight = self._inflight
+            inflight.remove(held_call)  # (``leave``, inline on the hot path)
+            if not inflight and core is not None and core.closed:
+                core.kind.release(core.resources)
         except PermissionError:
             leave(self._inflight, held_call, core)
             raise RuntimeError("release of a ctipc.Lock this thread does not hold") from None

@@ -112,7 +112,9 @@ class Semaphore(Acquirable):
                 raise ValueError("Semaphore is closed")
             taken += call
             ok = taken[0] == 0 or self._acquire_slow(blocking, seconds, taken)
-            leave(inflight, call, core)
+            inflight.remove(call)  # (``leave``, inline on the hot path)
+            if not inflight and core.closed:
+                core.kind.release(core.resources)
             return ok
         except BaseException:
             if 0 in taken:
@@ -158,7 +160,9 @@ class Semaphore(Acquirable):
             if not posted or posted[0] != 0:
                 posted.append(1)  # (the general call's work: not undone)
                 _os.semaphore_post(self._handle, n)  # or raises why the bound post failed
-            leave(inflight, call, core)
+            inflight.remove(call)  # (``leave``, inline on the hot path)
+            if not inflight and core.closed:
+                core.kind.release(core.resources)
         except OSError as e:
             leave(inflight, call, core)
             if e.errno == errno.EOVERFLOW:
