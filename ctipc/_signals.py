@@ -51,11 +51,15 @@ _ASYNC = signal.valid_signals() - {
 }
 
 
+# (get_ident, not current_thread: that would register a dummy Thread for a
+# thread started by _thread)
+
+
 @contextmanager
 def held() -> Iterator[None]:
     """Hold back the asynchronous signals for the block (in the main thread:
     Python runs signal handlers there only)."""
-    if _sigmask is None or threading.current_thread() is not threading.main_thread():
+    if _sigmask is None or threading.get_ident() != threading.main_thread().ident:
         yield
         return
     old = _sigmask(_SIG_BLOCK, _ASYNC)
@@ -68,7 +72,7 @@ def held() -> Iterator[None]:
 def pending() -> bool:
     """Inside ``held()``: whether a signal arrived, now held back, whose
     Python handler may raise (not one the OS ignores, such as SIGCHLD)."""
-    if _sigpending is None or threading.current_thread() is not threading.main_thread():
+    if _sigpending is None or threading.get_ident() != threading.main_thread().ident:
         return False
     return any(callable(signal.getsignal(s)) for s in _sigpending())
 
