@@ -41,9 +41,11 @@ def _library_with(symbol: str, *fallbacks: str) -> ctypes.CDLL:
 _sem_lib = _library_with("sem_open", "rt", "pthread")
 _shm_lib = _library_with("shm_open", "rt")
 _pthread_lib = _library_with("pthread_mutex_init", "pthread")
-# The same library with the GIL kept across calls (the calls that never block)
-_pthread_pydll = ctypes.PyDLL(_pthread_lib._name, use_errno=True)
-_sem_pydll = ctypes.PyDLL(_sem_lib._name, use_errno=True)
+# The same libraries with the GIL kept across calls, for the calls that never
+# block (PyPy has no PyDLL: a private CDLL there)
+_PyDLL = getattr(ctypes, "PyDLL", ctypes.CDLL)
+_pthread_pydll = _PyDLL(_pthread_lib._name, use_errno=True)
+_sem_pydll = _PyDLL(_sem_lib._name, use_errno=True)
 
 # --------------------------------------------------------------------------
 # Quirks, settled here once.

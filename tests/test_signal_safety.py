@@ -16,13 +16,23 @@ what the child's own count says.
 from __future__ import annotations
 
 import signal
+import sys
 
 import pytest
 from helpers import Child
 
 import ctipc
 
-pytestmark = pytest.mark.skipif(not hasattr(signal, "setitimer"), reason="no setitimer here")
+pytestmark = [
+    pytest.mark.skipif(not hasattr(signal, "setitimer"), reason="no setitimer here"),
+    # Where the eval loop checks for signals at nearly every instruction
+    # (CPython < 3.11, PyPy), a second signal inside a repair can still get
+    # through (docs/locks.md): the promise is tested where it holds.
+    pytest.mark.skipif(
+        sys.implementation.name != "cpython" or sys.version_info < (3, 11),
+        reason="the signal promise holds on CPython >= 3.11",
+    ),
+]
 
 HARNESS = """
     import os, random, signal
