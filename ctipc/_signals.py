@@ -20,10 +20,10 @@ what it believes free.  The tools:
   took, so that the exception raised when signals are let in finds nothing
   done.
 
-Where the eval loop checks at nearly every instruction (CPython 3.9, PyPy)
-an exception can still land between a change and its record; the callers'
-``except`` clauses repair that, which leaves only an exception that lands
-inside such a repair, or at a function's first instruction.
+This holds on CPython 3.11 and later.  Where the eval loop checks at nearly
+every instruction (CPython 3.9/3.10, PyPy) the callers' ``except`` clauses
+repair most interruptions, but a few instructions between an OS call and its
+record stay open (docs/locks.md).
 """
 
 from __future__ import annotations
