@@ -24,6 +24,7 @@ from ctypes import POINTER, byref, c_char_p, c_int, c_uint, c_void_p
 from functools import partial
 from typing import Callable
 
+from ._backend import WAIT_SLICE
 from ._errors import CorruptedError
 from ._posix_ffi import (
     _CLOCK_MONOTONIC,
@@ -320,7 +321,8 @@ def semaphore_wait(handle: int, timeout: float) -> bool:
         )
     if TIMED_WAIT_NATIVE:
         return bool(sem_timedwait(handle, byref(_abs_timespec(time.CLOCK_REALTIME, timeout))))
-    return _poll(lambda: bool(sem_trywait(handle)), timeout)
+    # macOS: polled, and like every wait one slice at most
+    return _poll(lambda: bool(sem_trywait(handle)), min(timeout, WAIT_SLICE))
 
 
 def semaphore_post(handle: int, n: int) -> None:

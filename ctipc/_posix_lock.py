@@ -26,7 +26,7 @@ from ctypes import POINTER, byref, c_int, c_void_p
 from functools import partial
 from typing import Any, Callable
 
-from ._backend import MUTEX_ACQUIRED, MUTEX_OWNER_DIED, MUTEX_TIMEOUT
+from ._backend import MUTEX_ACQUIRED, MUTEX_OWNER_DIED, MUTEX_TIMEOUT, WAIT_SLICE
 from ._posix_ffi import (
     _CLOCK_MONOTONIC,
     _FUTEX_OWNER_DIED,
@@ -285,6 +285,7 @@ def _flock_mutex_acquire(m: _FlockMutex, timeout: float) -> int:
         # taken by the bound try_lock, which left the outcome to this call
         m.died = False
         return MUTEX_OWNER_DIED
+    timeout = min(timeout, WAIT_SLICE)  # one slice, polled (flock has no timed wait)
     start = time.monotonic()
     if not m.local.acquire(timeout=timeout) if timeout > 0 else not m.local.acquire(False):
         return MUTEX_TIMEOUT
