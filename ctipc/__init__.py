@@ -21,8 +21,9 @@ from ._errors import (
     UnsupportedError,
 )
 from .listener import Listener
+from .lock import Lock
 from .mq import MessageQueue, Received, Reservation
-from .semaphore import Lock, Semaphore
+from .semaphore import Semaphore
 from .shm import SharedMemory
 
 __version__ = "0.1.0"

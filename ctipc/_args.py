@@ -6,6 +6,8 @@ changes.
 
 from __future__ import annotations
 
+from threading import TIMEOUT_MAX
+
 from ._names import validate_name
 
 __all__ = ["MAX_SIZE", "check_open_args", "check_permissions", "check_size", "check_timeout"]
@@ -27,6 +29,8 @@ def check_timeout(blocking: bool, timeout: float | None) -> float | None:
         raise ValueError("can't specify a timeout for a non-blocking call")
     if timeout < 0 or timeout != timeout:
         raise ValueError("timeout value must be a non-negative number")
+    if timeout > TIMEOUT_MAX:  # as threading's
+        raise OverflowError("timeout value is too large")
     return float(timeout)
 
 

@@ -12,24 +12,50 @@ Conventions every implementation keeps:
 * OS failures are ``OSError`` subclasses carrying errno (or winerror), the OS
   message and the OS object name as ``filename``.
 * Expected outcomes are return values: a wait that times out returns False.
-* A wait never blocks longer than the ``timeout`` it is given (the portable
-  layer calls it in slices of at most ``WAIT_SLICE`` seconds, so Ctrl-C and
-  deadlines are honoured between slices).  It may return False early, e.g. on
-  EINTR; callers loop against their own deadline.
+* Every wait is ONE slice: it is given a ``timeout`` of at most
+  ``WAIT_SLICE`` seconds and never blocks longer (polling inside it where the
+  OS has no timed wait).  The portable layer loops over slices against its
+  own deadline, so that Ctrl-C, ``close()`` from another thread and deadlines
+  are honoured between them.  A wait may return False early, e.g. on EINTR.
+  The fake backend of the tests checks this on every call.
 * Handles are ints or small backend objects; nothing returned is a ctypes
   object, and buffers are ``mmap.mmap`` objects.
+
+Bound calls (the hot path).  ``mutex_bind(mutex)`` returns ``(try_lock,
+unlock)`` and ``semaphore_bind(handle)`` returns ``(try_wait, post)``: four
+zero-argument callables made once when the object opens, whose call is a
+single C-level call where the OS allows (the foreign function with its
+handle pre-bound: ``functools.partial`` of a ctypes function, through a
+``ctypes.PyDLL`` where the call never blocks, keeping the GIL).  Each returns
+0 on success; anything else means "not done: call the general checked
+function" -- ``mutex_acquire(mutex, t)`` (which also reports a takeover from a
+dead owner that ``try_lock`` began: EOWNERDEAD), ``mutex_release(mutex)``
+(which raises the right error), ``semaphore_wait(handle, t)``/
+``semaphore_trywait(handle)``, ``semaphore_post(handle, 1)``.  The bound
+calls skip the general calls' bookkeeping, so a caller that uses them
+must not call ``mutex_close`` while it holds the mutex (the portable layer
+closes a Lock's resources only when no call and no holder uses them), and
+must not use them after ``*_close``.  Typical use::
+
+    try_lock, unlock = _os.mutex_bind(m)
+    if try_lock() != 0:
+        outcome = _os.mutex_acquire(m, 0.0)  # or the general wait
+    ...
+    if unlock() != 0:
+        _os.mutex_release(m)  # raises why
 """
 
 from __future__ import annotations
 
 import mmap
 import sys
-from typing import Any, Protocol
+from typing import Any, Callable, Final, Protocol
 
 __all__ = [
     "MUTEX_ACQUIRED",
     "MUTEX_OWNER_DIED",
     "MUTEX_TIMEOUT",
+    "SPIN",
     "WAIT_SLICE",
     "Backend",
     "Mutex",
@@ -37,7 +63,20 @@ __all__ = [
     "os_backend",
 ]
 
-from ._consts import MUTEX_ACQUIRED, MUTEX_OWNER_DIED, MUTEX_TIMEOUT, WAIT_SLICE
+# Results of Backend.mutex_acquire
+MUTEX_TIMEOUT: Final = 0
+MUTEX_ACQUIRED: Final = 1
+MUTEX_OWNER_DIED: Final = 2
+
+# Longest single blocking OS call.  Between slices Python runs signal handlers
+# (Ctrl-C) -- PEP 475 does not cover ctypes calls, and on Windows ctypes has no
+# supported way to wait on CPython's SIGINT event.
+WAIT_SLICE: Final = 0.05
+
+# How long a blocking call polls before it sleeps in the kernel: a partner
+# that answers within microseconds is then seen without a sleep and a
+# wake-up (tens of microseconds each), and an idle waiter still sleeps.
+SPIN: Final = 50e-6
 
 # Handles are the OS module's own small objects.  They are typed Any here: a
 # Protocol parameter may not be narrowed by an implementation, and the
@@ -73,6 +112,14 @@ class Backend(Protocol):
     MUTEX_ABI: str
     #: True where ``segment_list`` can enumerate ctipc objects.
     CAN_LIST: bool
+    #: the largest value a semaphore can hold (32767 on macOS)
+    SEM_VALUE_MAX: int
+    #: the most permits one ``semaphore_post`` call may be given (POSIX posts
+    #: one at a time; Windows all at once)
+    RELEASE_MAX: int
+    #: prefixes of a user's name that choose an OS namespace for the object
+    #: (Windows: ``Global\\``, ``Local\\``); none elsewhere
+    NAMESPACES: tuple[str, ...]
 
     # -- shared memory -------------------------------------------------------
     def segment_create(self, os_name: str, size: int, mode: int, timeout: float) -> Segment:
@@ -112,7 +159,8 @@ class Backend(Protocol):
     def segment_lock(self, seg: Segment, timeout: float) -> bool:
         """Take the segment's lock, which serialises creation, attach and
         detach between processes and is released by the kernel when its holder
-        dies.  Polls until ``timeout``; False if it could not be taken."""
+        dies.  One slice: waits at most ``timeout`` (<= ``WAIT_SLICE``; the
+        caller loops); False if it could not be taken by then."""
         ...
 
     def segment_unlock(self, seg: Segment) -> None: ...
@@ -120,7 +168,9 @@ class Backend(Protocol):
     # -- semaphores ----------------------------------------------------------
     def semaphore_open(self, os_name: str, create: bool, initial: int, mode: int) -> int:
         """create=True: create, FileExistsError if it exists; False: attach,
-        FileNotFoundError if missing."""
+        FileNotFoundError if missing, ``CorruptedError`` if what is there
+        cannot be a semaphore (a truncated file that mapping would turn into
+        SIGBUS)."""
         ...
 
     def semaphore_close(self, handle: int) -> None: ...
@@ -133,16 +183,44 @@ class Backend(Protocol):
         """Wait at most ``timeout`` seconds (one slice)."""
         ...
 
-    def semaphore_post(self, handle: int, n: int) -> None: ...
+    def semaphore_post(self, handle: int, n: int) -> None:
+        """Add ``n`` (1..RELEASE_MAX) permits.  OSError with errno EOVERFLOW if
+        the value would pass ``SEM_VALUE_MAX`` (where posts go one by one,
+        those before it stay posted)."""
+        ...
+
+    def semaphore_bind(self, handle: int) -> tuple[Callable[[], int], Callable[[], int]]:
+        """``(try_wait, post)``: see "Bound calls" above."""
+        ...
 
     def semaphore_value(self, handle: int) -> int | None: ...
 
     # -- crash-safe mutex (Lock) ---------------------------------------------
-    def mutex_create(self, seg: Segment, mm: mmap.mmap, offset: int) -> Mutex:
-        """Initialise a mutex in ``mm`` at ``offset`` (64 bytes, 64-aligned)."""
+    def mutex_create(self, seg: Segment, offset: int) -> Mutex:
+        """Initialise a mutex in the segment at ``offset`` (64 bytes, page-aligned)."""
         ...
 
-    def mutex_open(self, seg: Segment, mm: mmap.mmap, offset: int) -> Mutex: ...
+    def mutex_open(self, seg: Segment, offset: int) -> Mutex: ...
+
+    def mutex_bind(self, mutex: Mutex) -> tuple[Callable[[], int], Callable[[], int]]:
+        """``(try_lock, unlock)``: see "Bound calls" above."""
+        ...
+
+    def mutex_locked(self, mutex: Mutex) -> bool:
+        """True while any thread of any process holds it (a snapshot).  A
+        mutex whose owner died holding it is not locked: the next acquire
+        takes it at once (and reports the death)."""
+        ...
+
+    def mutex_held(self, mutex: Mutex) -> bool:
+        """True if the calling thread holds it, as the OS records it."""
+        ...
+
+    def mutex_abandoned(self, seg: Segment, offset: int) -> bool:
+        """With the segment lock held and no live process attached: True if
+        the mutex at ``offset`` was held by a process that died holding it
+        (so the next acquire must report it).  Reads only."""
+        ...
 
     def mutex_acquire(self, mutex: Mutex, timeout: float) -> int:
         """One wait of at most ``timeout`` (0: try).  Returns ``MUTEX_TIMEOUT``,
@@ -165,9 +243,11 @@ class Backend(Protocol):
 
     # -- processes -----------------------------------------------------------
     def process_token(self, pid: int) -> int | None:
-        """None if ``pid`` is not a live process; else a number that tells
-        this process apart from an earlier one with the same pid (its start
-        time), or 0 where the OS cannot tell."""
+        """None if ``pid`` is not a live process (gone, a zombie, or exiting);
+        else a number that tells this process apart from an earlier one with
+        the same pid (its start time), or 0 where the OS cannot tell -- also
+        when the process exists but cannot be inspected (another user's,
+        /proc hidden): only proof of death gives None."""
         ...
 
     def pid_namespace(self) -> int:

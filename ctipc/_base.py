@@ -25,6 +25,7 @@ class Closable:
     place (``_check_open``, which ``_enter`` and the waits use)."""
 
     _core: Core | None = None  # class default: nothing held, even after a failed __init__
+    _inflight: list[object]  # the core's calls in flight (set by _start)
 
     @property
     def name(self) -> str:
@@ -39,6 +40,9 @@ class Closable:
     def _start(self, core: Core) -> None:
         """End of a successful ``__init__``: the object is usable."""
         self._core = core
+        #: the core's list of calls in flight, for the hot paths that mark
+        #: themselves in it (Lock, Semaphore)
+        self._inflight = core.inflight
         track(self, core)
 
     def close(self) -> None:

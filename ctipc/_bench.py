@@ -29,8 +29,8 @@ from contextlib import ExitStack
 from typing import Any, Callable, TextIO
 
 from ._errors import Empty
+from .lock import Lock
 from .mq import MessageQueue
-from .semaphore import Lock
 
 _SIZE = 64
 _SEQ = struct.Struct("<Q")

@@ -24,8 +24,9 @@ from contextlib import ExitStack, closing
 from typing import Any, Callable, TextIO
 
 from ._errors import Empty
+from .lock import Lock
 from .mq import MessageQueue
-from .semaphore import Lock, Semaphore
+from .semaphore import Semaphore
 from .shm import SharedMemory
 
 # counter, busy now, highest busy seen; per-worker done counts follow

@@ -28,13 +28,13 @@ from __future__ import annotations
 
 import base64
 import hashlib
-import sys
+
+from ._backend import os_backend as _os
 
 __all__ = ["MAX_NAME", "encode_name", "os_name", "validate_name"]
 
 MAX_NAME = 255
 _PREFIX = "ctipc-"
-_WINDOWS_NAMESPACES = ("Global\\", "Local\\")
 
 
 def validate_name(name: object) -> str:
@@ -58,9 +58,7 @@ def os_name(kind: str, role: str, name: str) -> str:
     default ``Local\\`` namespace on Windows)."""
     digest = hashlib.sha256(encode_name(name)).digest()
     tag = base64.b32encode(digest).decode("ascii")[:20].lower()
-    namespace = ""
-    if sys.platform == "win32" and name.startswith(_WINDOWS_NAMESPACES):
-        namespace = name[: name.index("\\") + 1]
+    namespace = next((ns for ns in _os.NAMESPACES if name.startswith(ns)), "")
     return f"{namespace}{_PREFIX}{kind}{role}-{tag}"
 
 

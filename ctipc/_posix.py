@@ -21,10 +21,17 @@ import mmap
 import os
 import time
 from ctypes import POINTER, byref, c_char_p, c_int, c_uint, c_void_p
+from functools import partial
+from typing import Callable
 
+from ._backend import WAIT_SLICE
+from ._errors import CorruptedError
 from ._posix_ffi import (
     _CLOCK_MONOTONIC,
     _HAS_CLOCKWAIT,
+    _HAS_FALLOCATE,
+    _HAS_PROC_PIDINFO,
+    _PF_EXITING,
     _SEM_FAILED,
     _SHM_DIR,
     EMULATING,
@@ -38,6 +45,7 @@ from ._posix_ffi import (
     _os_bytes,
     _poll,
     _sem_lib,
+    _sem_pydll,
     _shm_lib,
     _timespec,
     _try_flock,
@@ -47,15 +55,24 @@ from ._posix_ffi import KERNEL_LIFETIME as KERNEL_LIFETIME
 from ._posix_ffi import MUTEX_ABI as MUTEX_ABI
 from ._posix_ffi import PERSISTENT as PERSISTENT
 from ._posix_ffi import PLATFORM as PLATFORM
+from ._posix_ffi import RELEASE_MAX as RELEASE_MAX
 from ._posix_ffi import ROBUST_MUTEX as ROBUST_MUTEX
 from ._posix_ffi import SEM_VALUE as SEM_VALUE
+from ._posix_ffi import SEM_VALUE_MAX as SEM_VALUE_MAX
 from ._posix_ffi import TIMED_WAIT_NATIVE as TIMED_WAIT_NATIVE
+from ._posix_lock import mutex_abandoned as mutex_abandoned
 from ._posix_lock import mutex_acquire as mutex_acquire
+from ._posix_lock import mutex_bind as mutex_bind
 from ._posix_lock import mutex_close as mutex_close
 from ._posix_lock import mutex_create as mutex_create
+from ._posix_lock import mutex_held as mutex_held
+from ._posix_lock import mutex_locked as mutex_locked
 from ._posix_lock import mutex_open as mutex_open
 from ._posix_lock import mutex_release as mutex_release
 from ._posix_lock import mutex_unlink as mutex_unlink
+
+#: Windows' kernel namespaces; POSIX names have none
+NAMESPACES: tuple[str, ...] = ()
 
 
 def _returns_errno(result: int, func: object, args: tuple[object, ...]) -> int:
@@ -94,13 +111,18 @@ elif TIMED_WAIT_NATIVE:
     sem_timedwait = _declare(
         _sem_lib, "sem_timedwait", [c_void_p, POINTER(_timespec)], c_int, _check_wait
     )
+# The bound calls of semaphore_bind, without an errcheck (the caller reads
+# the result inline), through a PyDLL (neither call blocks: the GIL is kept).
+# int sem_trywait(sem_t *sem);
+_raw_sem_trywait = _declare(_sem_pydll, "sem_trywait", [c_void_p], c_int, None)
+# int sem_post(sem_t *sem);
+_raw_sem_post = _declare(_sem_pydll, "sem_post", [c_void_p], c_int, None)
 if SEM_VALUE:
     # int sem_getvalue(sem_t *sem, int *sval);
     sem_getvalue = _declare(
         _sem_lib, "sem_getvalue", [c_void_p, POINTER(c_int)], c_int, _check_minus1
     )
 
-_HAS_FALLOCATE = hasattr(_libc, "posix_fallocate")  # not on macOS
 if _HAS_FALLOCATE:
     # int posix_fallocate(int fd, off_t offset, off_t len);  returns the error number
     # (posix_fallocate64 where it exists: a 64-bit off_t on 32-bit glibc)
@@ -117,7 +139,7 @@ shm_open = _declare(_shm_lib, "shm_open", [c_char_p, c_int], c_int, _check_minus
 # int shm_unlink(const char *name);
 shm_unlink = _declare(_shm_lib, "shm_unlink", [c_char_p], c_int, _check_minus1)
 
-if sys.platform == "darwin":
+if _HAS_PROC_PIDINFO:
     # int proc_pidinfo(int pid, int flavor, uint64_t arg, void *buffer, int buffersize);
     # (libproc.h; returns the bytes written, 0 with errno ESRCH for no such process)
     proc_pidinfo = _declare(
@@ -281,8 +303,23 @@ def segment_unlock(seg: Segment) -> None:
 # Semaphores
 
 
+# sizeof(sem_t) on glibc and musl (16 on 32-bit glibc): what sem_open maps
+_SEM_SIZE = 4 * ctypes.sizeof(c_void_p)
+
+
 def semaphore_open(os_name: str, create: bool, initial: int, mode: int) -> int:
     flags = os.O_CREAT | os.O_EXCL if create else 0
+    if not create and CAN_LIST:
+        # sem_open maps the file /dev/shm/sem.NAME without checking its size:
+        # a truncated one would kill this process by SIGBUS at the first use.
+        try:
+            size = os.stat(os.path.join(_SHM_DIR, "sem." + os_name)).st_size
+        except FileNotFoundError:
+            size = None  # sem_open says so
+        if size is not None and size < _SEM_SIZE:
+            raise CorruptedError(
+                f"the OS semaphore {os_name!r} is truncated ({size} bytes)", os_name
+            )
     handle: int = sem_open(_os_bytes(os_name), flags, c_uint(mode), c_uint(initial))
     if create and CAN_LIST:
         # sem_open applies the umask; where the semaphore is a file (Linux:
@@ -319,13 +356,21 @@ def semaphore_wait(handle: int, timeout: float) -> bool:
         )
     if TIMED_WAIT_NATIVE:
         return bool(sem_timedwait(handle, byref(_abs_timespec(time.CLOCK_REALTIME, timeout))))
-    return _poll(lambda: bool(sem_trywait(handle)), timeout)
+    # macOS: polled, and like every wait one slice at most
+    return _poll(lambda: bool(sem_trywait(handle)), min(timeout, WAIT_SLICE))
 
 
 def semaphore_post(handle: int, n: int) -> None:
+    # One permit a call (POSIX has no sem_post of n); EOVERFLOW past
+    # SEM_VALUE_MAX.
     sem_post(handle)
     for _ in range(n - 1):
         sem_post(handle)
+
+
+def semaphore_bind(handle: int) -> tuple[Callable[[], int], Callable[[], int]]:
+    ptr = c_void_p(handle)
+    return partial(_raw_sem_trywait, ptr), partial(_raw_sem_post, ptr)
 
 
 def semaphore_value(handle: int) -> int | None:
@@ -342,7 +387,7 @@ def semaphore_value(handle: int) -> int | None:
 
 
 def process_token(pid: int) -> int | None:
-    if sys.platform == "darwin":
+    if _HAS_PROC_PIDINFO:
         info = ctypes.create_string_buffer(_BSDINFO_SIZE)
         if proc_pidinfo(pid, _PROC_PIDTBSDINFO, 0, info, _BSDINFO_SIZE) != _BSDINFO_SIZE:
             return _kill_token(pid)
@@ -355,18 +400,28 @@ def process_token(pid: int) -> int | None:
     try:
         with open(f"/proc/{pid}/stat", "rb") as f:
             stat = f.read()
-    except FileNotFoundError:
-        return None
     except OSError:
+        # Missing or unreadable: /proc may hide other users' processes
+        # (hidepid=2, ProtectProc=invisible).  Only proof of death counts.
         return _kill_token(pid)
     # Fields after the command name, which may itself contain ") ".
     fields = stat[stat.rindex(b")") + 2 :].split()
     if fields[0] in (b"Z", b"X", b"x"):  # a zombie has its stat file still
         return None
+    if int(fields[6]) & _PF_EXITING:
+        # Exiting: its robust mutexes may already be released (a waiter got
+        # EOWNERDEAD), and it will never close what it has open.
+        return None
     return int(fields[19])  # field 22: start time in clock ticks since boot
 
 
 def _kill_token(pid: int) -> int | None:
+    # Alive, its start time unknown (0), unless the kernel says there is no
+    # such process; EPERM (another user's) means it exists.  (A number that
+    # is no pid at all, from a corrupt slot, is no live process; kill() must
+    # never see 0 or a negative number, which name process groups.)
+    if not 0 < pid <= 0x7FFFFFFF:
+        return None
     try:
         os.kill(pid, 0)
     except ProcessLookupError:

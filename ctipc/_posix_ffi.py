@@ -41,6 +41,11 @@ def _library_with(symbol: str, *fallbacks: str) -> ctypes.CDLL:
 _sem_lib = _library_with("sem_open", "rt", "pthread")
 _shm_lib = _library_with("shm_open", "rt")
 _pthread_lib = _library_with("pthread_mutex_init", "pthread")
+# The same libraries with the GIL kept across calls, for the calls that never
+# block (PyPy has no PyDLL: a private CDLL there)
+_PyDLL = getattr(ctypes, "PyDLL", ctypes.CDLL)
+_pthread_pydll = _PyDLL(_pthread_lib._name, use_errno=True)
+_sem_pydll = _PyDLL(_sem_lib._name, use_errno=True)
 
 # --------------------------------------------------------------------------
 # Quirks, settled here once.
@@ -84,6 +89,31 @@ CAN_LIST = os.path.isdir(_SHM_DIR) and not EMULATING
 _LOCK_DIR = _SHM_DIR if CAN_LIST else "/tmp"
 # SEM_FAILED is (sem_t *)0 on glibc/musl and (sem_t *)-1 on macOS and BSD.
 _SEM_FAILED = (None, ctypes.c_void_p(-1).value)
+_HAS_CLOCKLOCK = hasattr(_pthread_lib, "pthread_mutex_clocklock")  # glibc >= 2.30
+_HAS_FALLOCATE = hasattr(_libc, "posix_fallocate")  # not on macOS
+# macOS tells a process's start time through proc_pidinfo (libproc);
+# elsewhere /proc/PID/stat does.
+_HAS_PROC_PIDINFO = hasattr(_libc, "proc_pidinfo")
+_PTHREAD_PROCESS_SHARED = 1  # glibc, musl
+_PTHREAD_MUTEX_ROBUST = 1  # glibc, musl
+# The robust mutex's lock word (the first int of pthread_mutex_t on glibc and
+# musl) holds the owner's thread id, with the kernel's FUTEX_OWNER_DIED bit
+# once the owner died holding it; glibc keeps the owner in a second word
+# (__owner, the third int), PTHREAD_MUTEX_INCONSISTENT between EOWNERDEAD
+# and pthread_mutex_consistent.
+_FUTEX_TID_MASK = 0x3FFFFFFF
+_FUTEX_OWNER_DIED = 0x40000000
+_OWNER_WORD = 2
+_PTHREAD_MUTEX_INCONSISTENT = 0x7FFFFFFF
+# Largest value of a semaphore: SEM_VALUE_MAX is 32767 on macOS (and the
+# POSIX minimum), 2**31 - 1 on Linux and the BSDs.
+SEM_VALUE_MAX = 32767 if sys.platform == "darwin" else 2**31 - 1
+# sem_post adds one permit a call: release(n) posts at most this many (about
+# 50 ms), so that no call spends minutes in a loop of posts.
+RELEASE_MAX = 2**16
+# /proc/PID/stat's flags field: PF_EXITING is set when a process's exit
+# begins, before the kernel releases its robust mutexes.
+_PF_EXITING = 0x4
 # Polling of emulated timed waits: start short, grow to this many seconds.
 _POLL_MAX = 0.005
 
@@ -139,7 +169,8 @@ def _declare(lib: ctypes.CDLL, name: str, argtypes: list[Any], restype: Any, err
     fn = getattr(lib, name)
     fn.argtypes = argtypes
     fn.restype = restype
-    fn.errcheck = errcheck
+    if errcheck is not None:  # None: the caller reads the result inline
+        fn.errcheck = errcheck
     return fn
 
 

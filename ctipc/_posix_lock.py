@@ -23,12 +23,20 @@ import os
 import threading
 import time
 from ctypes import POINTER, byref, c_int, c_void_p
-from typing import Any
+from functools import partial
+from typing import Any, Callable
 
-from ._consts import MUTEX_ACQUIRED, MUTEX_OWNER_DIED, MUTEX_TIMEOUT
+from ._backend import MUTEX_ACQUIRED, MUTEX_OWNER_DIED, MUTEX_TIMEOUT, WAIT_SLICE
 from ._posix_ffi import (
     _CLOCK_MONOTONIC,
+    _FUTEX_OWNER_DIED,
+    _FUTEX_TID_MASK,
+    _HAS_CLOCKLOCK,
     _LOCK_DIR,
+    _OWNER_WORD,
+    _PTHREAD_MUTEX_INCONSISTENT,
+    _PTHREAD_MUTEX_ROBUST,
+    _PTHREAD_PROCESS_SHARED,
     ROBUST_MUTEX,
     _abs_timespec,
     _check_minus1,
@@ -39,13 +47,10 @@ from ._posix_ffi import (
     _lock_file,
     _poll,
     _pthread_lib,
+    _pthread_pydll,
     _timespec,
     _try_flock,
 )
-
-_HAS_CLOCKLOCK = hasattr(_pthread_lib, "pthread_mutex_clocklock")  # glibc >= 2.30
-_PTHREAD_PROCESS_SHARED = 1  # glibc, musl
-_PTHREAD_MUTEX_ROBUST = 1  # glibc, musl
 
 _MAP_FAILED = ctypes.c_void_p(-1).value
 
@@ -125,6 +130,14 @@ if ROBUST_MUTEX:
     pthread_mutex_consistent = _declare(
         _pthread_lib, "pthread_mutex_consistent", [_P], c_int, _check_pthread()
     )
+    # The bound calls of mutex_bind: the same two functions without an
+    # errcheck (the caller reads the error number inline), loaded through a
+    # PyDLL, which keeps the GIL across a call that never blocks instead of
+    # releasing and retaking it.
+    # int pthread_mutex_trylock(pthread_mutex_t *m);
+    _raw_trylock = _declare(_pthread_pydll, "pthread_mutex_trylock", [_P], c_int, None)
+    # int pthread_mutex_unlock(pthread_mutex_t *m);
+    _raw_unlock = _declare(_pthread_pydll, "pthread_mutex_unlock", [_P], c_int, None)
 
 
 # --------------------------------------------------------------------------
@@ -140,31 +153,31 @@ class _RobustMutex:
     # during interpreter shutdown, and a holder that unmaps the mutex and then
     # dies leaves it locked for good (the kernel can no longer walk its robust
     # list entry).  This mapping is never unmapped while the mutex is held.
-    __slots__ = ("addr", "closing", "held", "words")
+    __slots__ = ("addr", "closing", "ptr", "words")
 
     def __init__(self, seg: Any, offset: int) -> None:
         self.addr: int = libc_mmap(
             None, mmap.PAGESIZE, mmap.PROT_READ | mmap.PROT_WRITE, mmap.MAP_SHARED, seg.fd, offset
         )
-        self.held = False
         self.closing = False  # closed while held: unmap at release
         self.words: Any = (ctypes.c_int32 * 16).from_address(self.addr)
+        self.ptr = c_void_p(self.addr)  # passed as is by the bound calls
 
 
 class _FlockMutex:
-    __slots__ = ("closing", "fd", "local", "mm", "mode", "offset", "owner", "path", "pid")
+    __slots__ = ("closing", "died", "fd", "local", "mm", "mode", "owner", "path", "pid")
 
-    def __init__(self, seg: Any, mm: mmap.mmap, offset: int) -> None:
+    def __init__(self, seg: Any, offset: int) -> None:
         self.path = (seg.os_name, f".{offset}.mutex")
         self.mode = os.fstat(seg.fd).st_mode & 0o777
         self.fd = _lock_file(*self.path, self.mode)
         self.pid = os.getpid()
         self.local = threading.Lock()  # flock() does not exclude threads sharing fd
-        # The owner record, in a mapping of its own so that it outlives the
-        # object's header mapping while the mutex is held.
+        # The owner record (the holder's pid; 0: free), in a mapping of its
+        # own so that it outlives the object's header mapping while held.
         self.mm = mmap.mmap(seg.fd, mmap.PAGESIZE, offset=offset)
-        self.offset = 0
         self.owner = 0  # thread ident of the holder in this process
+        self.died = False  # taken over from a dead holder by the bound try_lock
         self.closing = False  # closed while held: close the fd at release
 
 
@@ -201,9 +214,9 @@ def _changed(words: Any) -> bool:
     return any(words[i] != v for i, v in _MORE_WORDS)
 
 
-def mutex_create(seg: Any, mm: mmap.mmap, offset: int) -> Mutex:
+def mutex_create(seg: Any, offset: int) -> Mutex:
     if not ROBUST_MUTEX:
-        fm = _FlockMutex(seg, mm, offset)
+        fm = _FlockMutex(seg, offset)
         fm.mm[0:8] = bytes(8)
         return fm
     m = _RobustMutex(seg, offset)
@@ -215,8 +228,8 @@ def mutex_create(seg: Any, mm: mmap.mmap, offset: int) -> Mutex:
     return m
 
 
-def mutex_open(seg: Any, mm: mmap.mmap, offset: int) -> Mutex:
-    return _RobustMutex(seg, offset) if ROBUST_MUTEX else _FlockMutex(seg, mm, offset)
+def mutex_open(seg: Any, offset: int) -> Mutex:
+    return _RobustMutex(seg, offset) if ROBUST_MUTEX else _FlockMutex(seg, offset)
 
 
 def _check_static(m: _RobustMutex) -> None:
@@ -235,6 +248,12 @@ def mutex_acquire(m: Mutex, timeout: float) -> int:
     if isinstance(m, _FlockMutex):
         return _flock_mutex_acquire(m, timeout)
     _check_static(m)
+    words = m.words
+    if words[_OWNER_WORD] == _PTHREAD_MUTEX_INCONSISTENT and _mine(words):
+        # A bound try_lock took it over from a dead owner (EOWNERDEAD) and
+        # left the rest to this call.
+        pthread_mutex_consistent(m.addr)
+        return MUTEX_OWNER_DIED
     if timeout <= 0:
         rc = pthread_mutex_trylock(m.addr)
     elif _HAS_CLOCKLOCK:
@@ -244,10 +263,8 @@ def mutex_acquire(m: Mutex, timeout: float) -> int:
     else:
         rc = pthread_mutex_timedlock(m.addr, byref(_abs_timespec(time.CLOCK_REALTIME, timeout)))
     if rc == 0:
-        m.held = True
         return MUTEX_ACQUIRED
     if rc == errno.EOWNERDEAD:
-        m.held = True
         # Made consistent at once: unlocking without it, or dying before it,
         # would leave the mutex ENOTRECOVERABLE (and glibc's trylock then
         # wedges it).
@@ -256,9 +273,19 @@ def mutex_acquire(m: Mutex, timeout: float) -> int:
     return MUTEX_TIMEOUT
 
 
+def _mine(words: Any) -> bool:
+    # The lock word names the owner thread (its id as the kernel knows it).
+    return bool(words[0] & _FUTEX_TID_MASK == threading.get_native_id())
+
+
 def _flock_mutex_acquire(m: _FlockMutex, timeout: float) -> int:
     if m.pid != os.getpid():
         _after_fork(m)
+    if m.died and m.owner == threading.get_ident():
+        # taken by the bound try_lock, which left the outcome to this call
+        m.died = False
+        return MUTEX_OWNER_DIED
+    timeout = min(timeout, WAIT_SLICE)  # one slice, polled (flock has no timed wait)
     start = time.monotonic()
     if not m.local.acquire(timeout=timeout) if timeout > 0 else not m.local.acquire(False):
         return MUTEX_TIMEOUT
@@ -269,8 +296,8 @@ def _flock_mutex_acquire(m: _FlockMutex, timeout: float) -> int:
     except BaseException:
         m.local.release()
         raise
-    died = m.mm[m.offset : m.offset + 4] != bytes(4)
-    m.mm[m.offset : m.offset + 4] = os.getpid().to_bytes(4, sys.byteorder)
+    died = m.mm[0:4] != bytes(4)
+    m.mm[0:4] = os.getpid().to_bytes(4, sys.byteorder)
     m.owner = threading.get_ident()
     return MUTEX_OWNER_DIED if died else MUTEX_ACQUIRED
 
@@ -284,6 +311,7 @@ def _after_fork(m: _FlockMutex) -> None:
     os.close(inherited)
     m.local = threading.Lock()
     m.owner = 0
+    m.died = False
     m.pid = os.getpid()
 
 
@@ -291,24 +319,80 @@ def mutex_release(m: Mutex) -> None:
     if isinstance(m, _RobustMutex):
         _check_static(m)
         pthread_mutex_unlock(m.addr)
-        m.held = False
     else:
         if m.owner != threading.get_ident():
             raise PermissionError(errno.EPERM, os.strerror(errno.EPERM))
         m.owner = 0
-        m.mm[m.offset : m.offset + 4] = bytes(4)
+        m.died = False
+        m.mm[0:4] = bytes(4)
         fcntl.flock(m.fd, fcntl.LOCK_UN)
         m.local.release()
     if m.closing:
         mutex_close(m)
 
 
+def mutex_bind(m: Mutex) -> tuple[Callable[[], int], Callable[[], int]]:
+    if isinstance(m, _RobustMutex):
+        # (No check of the static words: a corrupt kind makes trylock fail
+        # with EINVAL, and the general call then says why.)
+        return partial(_raw_trylock, m.ptr), partial(_raw_unlock, m.ptr)
+
+    def try_lock() -> int:
+        outcome = _flock_mutex_acquire(m, 0.0)
+        if outcome == MUTEX_OWNER_DIED:
+            m.died = True  # held; mutex_acquire reports it
+        return 0 if outcome == MUTEX_ACQUIRED else 1
+
+    def unlock() -> int:
+        if m.owner != threading.get_ident() or m.closing:
+            return 1  # mutex_release raises or finishes the close
+        mutex_release(m)
+        return 0
+
+    return try_lock, unlock
+
+
+def mutex_locked(m: Mutex) -> bool:
+    if isinstance(m, _RobustMutex):
+        _check_static(m)
+        # Read, never locked: a trylock would take over a dead owner's mutex
+        # and lose what the next acquire must report.  A dead owner's mutex
+        # (FUTEX_OWNER_DIED, no owner thread) can be taken at once: not locked.
+        return bool(m.words[0] & _FUTEX_TID_MASK)
+    if m.owner or not m.local.acquire(False):
+        return True  # a thread of this process holds it or is taking it
+    try:
+        if not _try_flock(m.fd):
+            return True
+        fcntl.flock(m.fd, fcntl.LOCK_UN)
+        return False
+    finally:
+        m.local.release()
+
+
+def mutex_abandoned(seg: Any, offset: int) -> bool:
+    # Read, not mapped: no descriptor or mapping to make (close runs this,
+    # also where descriptors ran out).
+    word = int.from_bytes(os.pread(seg.fd, 4, offset).ljust(4, b"\0"), sys.byteorder)
+    if not ROBUST_MUTEX:
+        return word != 0  # the owner record of a holder that never released it
+    # The kernel marked the owner's death and nobody took it over since.
+    return bool(word & _FUTEX_OWNER_DIED and not word & _FUTEX_TID_MASK)
+
+
+def mutex_held(m: Mutex) -> bool:
+    if isinstance(m, _RobustMutex):
+        return bool(m.addr) and _mine(m.words)
+    return bool(m.owner == threading.get_ident())
+
+
 def mutex_close(m: Mutex) -> None:
     # A held mutex stays usable until its holder releases it: unmapping it
     # would wedge it for good (see _RobustMutex), and closing the lock file
-    # would hand the lock to another process behind the holder's back.
+    # would hand the lock to another process behind the holder's back.  The
+    # lock word tells whether a thread of this process holds it.
     if isinstance(m, _RobustMutex):
-        if m.held:
+        if m.addr and _held_here(m.words):
             m.closing = True
         elif m.addr:
             addr, m.addr = m.addr, 0
@@ -319,6 +403,11 @@ def mutex_close(m: Mutex) -> None:
         fd, m.fd = m.fd, -1
         os.close(fd)
         m.mm.close()
+
+
+def _held_here(words: Any) -> bool:
+    tid = words[0] & _FUTEX_TID_MASK
+    return bool(tid) and os.path.exists(f"/proc/self/task/{tid}")
 
 
 def mutex_unlink(seg_os_name: str, offset: int) -> None:

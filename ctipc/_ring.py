@@ -97,16 +97,16 @@ class QueueKind(Kind):
     def on_create(self, core: Core) -> None:
         assert core.mm is not None
         r = core.resources
-        r["put"] = _os.mutex_create(core.seg, core.mm, PUT_MUTEX)
-        r["get"] = _os.mutex_create(core.seg, core.mm, GET_MUTEX)
+        r["put"] = _os.mutex_create(core.seg, PUT_MUTEX)
+        r["get"] = _os.mutex_create(core.seg, GET_MUTEX)
         for key, role in (("data", "r"), ("room", "w")):
             r[key] = _os.semaphore_open(_names.sibling(core.os_name, role), True, 0, core.mode)
 
     def on_attach(self, core: Core) -> None:
         assert core.mm is not None
         r = core.resources
-        r["put"] = _os.mutex_open(core.seg, core.mm, PUT_MUTEX)
-        r["get"] = _os.mutex_open(core.seg, core.mm, GET_MUTEX)
+        r["put"] = _os.mutex_open(core.seg, PUT_MUTEX)
+        r["get"] = _os.mutex_open(core.seg, GET_MUTEX)
         for key, role in (("data", "r"), ("room", "w")):
             try:
                 r[key] = _os.semaphore_open(_names.sibling(core.os_name, role), False, 0, 0)

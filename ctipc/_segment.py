@@ -174,7 +174,11 @@ class Core:
         self.finished = False  # the handles are released
         # One entry per call in progress in any thread (list.append/pop are
         # atomic), and one per Lock held by a thread of this process.
-        self.inflight: list[None] = []
+        # One entry per call in progress in any thread (list append and
+        # remove are atomic), and one per Lock held by a thread of this
+        # process.  A plain call's entry is None; the signal-safe calls of
+        # Lock and Semaphore use an object of their own (``leave_call``).
+        self.inflight: list[object] = []
         self.resources: dict[str, Any] = {}
         self.mode = 0o600  # the permissions given to open (used when creating)
         self.lock = threading.Lock()
@@ -434,12 +438,26 @@ class Core:
 
     def leave(self) -> None:
         inflight = self.inflight
-        inflight.pop()
+        inflight.remove(None)  # (not another call's own mark)
         # close() sets ``closing`` before ``close_started``: a call entered
         # after that is refused without using the handles, and one entered
         # before is still in the list (``_finish`` checks it again).
         if self.close_started and not inflight:
             self._finish(False)
+
+    def leave_call(self, mark: object) -> None:
+        """End of the call marked in flight by ``mark`` (nothing if it has
+        ended already): the ``leave`` of the calls that mark themselves."""
+        inflight = self.inflight
+        if mark in inflight:
+            inflight.remove(mark)
+            if self.close_started and not inflight:
+                self._finish(False)
+
+    def finish(self) -> None:
+        """What the last call to leave a closed core does, for the hot paths
+        that remove their mark inline: free the handles."""
+        self._finish(False)
 
     def view(self, offset: int, length: int) -> memoryview:
         """A writable view of the mapping for ctipc's own use, released with
@@ -548,6 +566,7 @@ class Core:
                     and header.state == STATE_READY
                     and not header.flags & FLAG_PERSISTENT
                     and reap(self.mm)[0] == 0
+                    and not self.kind.abandoned_held(self.seg)
                 ):
                     remove_locked(self.kind, self.seg, self.mm)
             finally:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 from typing import Callable
 
-from ._consts import SPIN, WAIT_SLICE
+from ._backend import SPIN, WAIT_SLICE
 
 
 class Spinner:

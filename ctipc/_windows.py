@@ -36,9 +36,10 @@ from ctypes.wintypes import (
     LPLONG,
     LPVOID,
 )
-from typing import Any
+from functools import partial
+from typing import Any, Callable
 
-from ._consts import MUTEX_ACQUIRED, MUTEX_OWNER_DIED, MUTEX_TIMEOUT, WAIT_SLICE
+from ._backend import MUTEX_ACQUIRED, MUTEX_OWNER_DIED, MUTEX_TIMEOUT, WAIT_SLICE
 
 # --------------------------------------------------------------------------
 # Library.  A private instance (never the shared ctypes.windll, whose
@@ -58,6 +59,10 @@ KERNEL_LIFETIME = True
 PERSISTENT = False
 TIMED_WAIT_NATIVE = True  # WaitForSingleObject takes a timeout
 SEM_VALUE = False  # no documented way to read a semaphore's count
+SEM_VALUE_MAX = 2**31 - 1  # lMaximumCount is a LONG
+RELEASE_MAX = SEM_VALUE_MAX  # ReleaseSemaphore posts n at once
+#: kernel namespaces a user's name may start with (the default is Local\)
+NAMESPACES = ("Global\\", "Local\\")
 ROBUST_MUTEX = True  # a mutex whose owner died is returned as WAIT_ABANDONED
 MUTEX_ABI = "win32-mutex"  # a named kernel mutex: nothing lives in the segment
 CAN_LIST = False  # enumerating named objects needs the native NT API
@@ -165,6 +170,14 @@ CreateMutexW = _declare("CreateMutexW", [LPVOID, BOOL, LPCWSTR], HANDLE, _check_
 OpenMutexW = _declare("OpenMutexW", [DWORD, BOOL, LPCWSTR], HANDLE, _check_nonzero)
 # BOOL ReleaseMutex(HANDLE hMutex);  ERROR_NOT_OWNER if the caller does not own it
 ReleaseMutex = _declare("ReleaseMutex", [HANDLE], BOOL, _check_nonzero)
+# The bound semaphore try-wait of semaphore_bind, without an errcheck (the
+# caller reads WAIT_OBJECT_0 == 0 inline):
+# DWORD WaitForSingleObject(HANDLE hHandle, DWORD dwMilliseconds);
+# (from a second instance of the library: the first one's function object
+# has its errcheck)
+_raw_wait = ctypes.WinDLL("kernel32", use_last_error=True).WaitForSingleObject
+_raw_wait.argtypes = [HANDLE, DWORD]
+_raw_wait.restype = DWORD
 
 # HANDLE OpenProcess(DWORD dwDesiredAccess, BOOL bInheritHandle, DWORD dwProcessId);
 OpenProcess = _declare("OpenProcess", [DWORD, BOOL, DWORD], HANDLE, _check_nonzero)
@@ -379,20 +392,38 @@ def semaphore_wait(handle: int, timeout: float) -> bool:
 
 def semaphore_post(handle: int, n: int) -> None:
     # All n at once or none: past lMaximumCount ReleaseSemaphore changes
-    # nothing and fails with ERROR_TOO_MANY_POSTS, an OSError (EINVAL) the
-    # caller turns into ValueError.
+    # nothing and fails with ERROR_TOO_MANY_POSTS, given to the caller as
+    # the contract's EOVERFLOW.
     if n > _SEM_MAX:  # ctypes would truncate it silently
-        raise _win_error(_ERROR_TOO_MANY_POSTS, None)
-    ReleaseSemaphore(handle, n, None)
+        raise _overflow()
+    try:
+        ReleaseSemaphore(handle, n, None)
+    except OSError as e:
+        if e.winerror == _ERROR_TOO_MANY_POSTS:
+            raise _overflow() from None
+        raise
+
+
+def _overflow() -> OSError:
+    # The contract's error for a value that would pass SEM_VALUE_MAX.
+    return OSError(errno.EOVERFLOW, "the semaphore's value would exceed its maximum")
 
 
 def semaphore_value(handle: int) -> int | None:
     return None
 
 
+def semaphore_bind(handle: int) -> tuple[Callable[[], int], Callable[[], int]]:
+    def post() -> int:
+        semaphore_post(handle, 1)
+        return 0
+
+    return partial(_raw_wait, handle, 0), post
+
+
 # --------------------------------------------------------------------------
-# Crash-safe mutex: a named kernel mutex beside the segment.  `mm` and
-# `offset` are not used: nothing of it lives in shared memory.
+# Crash-safe mutex: a named kernel mutex beside the segment (`offset` only
+# names it: nothing of it lives in shared memory).
 #
 # A Windows mutex is recursive per thread, but a Lock must behave like
 # threading.Lock: the holder's second acquire must not succeed.  So this
@@ -404,6 +435,12 @@ def semaphore_value(handle: int) -> int | None:
 # its entry, so the dict needs no lock of its own.
 
 _holders: dict[str, threading.Thread] = {}
+# Mutexes this process found abandoned without taking them for the caller
+# (locked() had to take one to look): the next acquire here reports it.
+_abandoned: set[str] = set()
+# Mutexes a bound try_lock took from a dead owner: held, and the caller's
+# next mutex_acquire reports OWNER_DIED.
+_died_pending: set[str] = set()
 
 
 class _Mutex:
@@ -424,7 +461,7 @@ def _mutex_name(seg_os_name: str, offset: int) -> str:
     return _win_name(f"{seg_os_name}-mutex{offset}")
 
 
-def mutex_create(seg: Segment, mm: mmap.mmap, offset: int) -> Mutex:
+def mutex_create(seg: Segment, offset: int) -> Mutex:
     # Creates the mutex, or opens one of that name (ERROR_ALREADY_EXISTS is
     # not an error here): it can only be held open by processes that use the
     # same segment name, which pthread_mutex_init would not undo either.
@@ -432,13 +469,16 @@ def mutex_create(seg: Segment, mm: mmap.mmap, offset: int) -> Mutex:
     return _Mutex(name, CreateMutexW(None, False, name))
 
 
-def mutex_open(seg: Segment, mm: mmap.mmap, offset: int) -> Mutex:
+def mutex_open(seg: Segment, offset: int) -> Mutex:
     name = _mutex_name(seg.os_name, offset)
     return _Mutex(name, OpenMutexW(_SYNCHRONIZE | _MUTEX_MODIFY_STATE, False, name))
 
 
 def mutex_acquire(m: Mutex, timeout: float) -> int:
     me = threading.current_thread()
+    if _holders.get(m.name) is me and m.name in _died_pending:
+        _died_pending.discard(m.name)
+        return MUTEX_OWNER_DIED
     if _holders.get(m.name) is me:
         # The kernel would grant it again.  Sleep the slice instead, so a
         # blocking acquire by the holder waits (as on threading.Lock) rather
@@ -446,16 +486,59 @@ def mutex_acquire(m: Mutex, timeout: float) -> int:
         time.sleep(min(max(timeout, 0.0), WAIT_SLICE))
         return MUTEX_TIMEOUT
     rc = WaitForSingleObject(m.handle, _ms(timeout))
-    if rc == _WAIT_OBJECT_0:
+    if rc == _WAIT_OBJECT_0 and m.name not in _abandoned:
         result = MUTEX_ACQUIRED
     elif rc == _WAIT_ABANDONED:
         # Its owner thread ended without releasing it; it is ours now and
         # needs no repair (no pthread_mutex_consistent here).
         result = MUTEX_OWNER_DIED
+    elif rc == _WAIT_OBJECT_0:
+        _abandoned.discard(m.name)
+        result = MUTEX_OWNER_DIED
     else:
         return MUTEX_TIMEOUT
     _holders[m.name] = me
     return result
+
+
+def mutex_bind(m: Mutex) -> tuple[Callable[[], int], Callable[[], int]]:
+    # The general calls: the per-process holder record is needed anyway.
+    def try_lock() -> int:
+        if mutex_acquire(m, 0.0) == MUTEX_ACQUIRED:
+            return 0
+        if _holders.get(m.name) is threading.current_thread():
+            _died_pending.add(m.name)  # taken from a dead owner: mutex_acquire says so
+        return 1
+
+    def unlock() -> int:
+        if _holders.get(m.name) is not threading.current_thread() or m.closing:
+            return 1
+        mutex_release(m)
+        return 0
+
+    return try_lock, unlock
+
+
+def mutex_locked(m: Mutex) -> bool:
+    if m.name in _holders:
+        return True
+    rc = WaitForSingleObject(m.handle, 0)
+    if rc == _WAIT_TIMEOUT:
+        return True
+    if rc == _WAIT_ABANDONED:
+        _abandoned.add(m.name)
+    ReleaseMutex(m.handle)
+    return False
+
+
+def mutex_held(m: Mutex) -> bool:
+    return _holders.get(m.name) is threading.current_thread()
+
+
+def mutex_abandoned(seg: Segment, offset: int) -> bool:
+    # Never asked (KERNEL_LIFETIME): a mutex dies with its last handle, and
+    # with it the fact that its owner died holding it.
+    return False
 
 
 def mutex_release(m: Mutex) -> None:

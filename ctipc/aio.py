@@ -17,7 +17,7 @@ import threading
 from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING, Callable
 
-from ._consts import WAIT_SLICE
+from ._backend import WAIT_SLICE
 from ._errors import Empty, Full
 
 if TYPE_CHECKING:

@@ -7,7 +7,7 @@ import threading
 from types import TracebackType
 from typing import TYPE_CHECKING, Callable
 
-from ._consts import WAIT_SLICE
+from ._backend import WAIT_SLICE
 from ._errors import Empty
 
 if TYPE_CHECKING:

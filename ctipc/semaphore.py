@@ -1,32 +1,26 @@
-"""Named semaphores and crash-safe named locks."""
+"""Named counting semaphores."""
 
 from __future__ import annotations
 
 import errno
-import mmap
-import os
-import threading
-from typing import Any
+from typing import Any, Callable
 
 from . import _names
 from ._args import check_open_args, check_timeout
-from ._backend import MUTEX_OWNER_DIED, MUTEX_TIMEOUT
 from ._backend import os_backend as _os
-from ._base import Acquirable, mutex_error
+from ._base import Acquirable
 from ._errors import CorruptedError
-from ._segment import (
-    HEADER_SIZE,
-    Core,
-    Kind,
-    register_kind,
-)
+from ._segment import Core, Kind, register_kind
+from ._signals import CALL, held, pending
 from ._wait import Spinner, wait
 
-__all__ = ["Lock", "Semaphore"]
+__all__ = ["Semaphore"]
 
-# Largest value a POSIX semaphore is guaranteed to hold (SEM_VALUE_MAX is
-# 32767 on macOS and the POSIX minimum; Linux and Windows allow 2**31 - 1).
-SEM_VALUE_MAX = 32767 if _os.PLATFORM == "darwin" else 2**31 - 1
+#: Largest value a semaphore can hold (32767 on macOS, 2**31 - 1 elsewhere)
+SEM_VALUE_MAX = _os.SEM_VALUE_MAX
+#: Most permits one ``release(n)`` gives back (posts go one by one on POSIX:
+#: 2**16 take about 50 ms; Windows posts n at once)
+RELEASE_MAX = min(_os.RELEASE_MAX, SEM_VALUE_MAX)
 
 
 class _SemaphoreKind(Kind):
@@ -48,6 +42,8 @@ class _SemaphoreKind(Kind):
             raise CorruptedError(
                 f"the OS semaphore of {core.name!r} is missing", core.name
             ) from None
+        except CorruptedError as e:
+            raise CorruptedError(f"the OS semaphore of {core.name!r}: {e}", core.name) from None
 
     def release(self, resources: dict[str, Any]) -> None:
         handle = resources.pop("sem", None)
@@ -72,6 +68,9 @@ class Semaphore(Acquirable):
     may crash.
     """
 
+    # Set by _start, before any method can run (the hot paths rely on it).
+    _core: Core
+
     def __init__(
         self,
         name: str,
@@ -89,51 +88,108 @@ class Semaphore(Acquirable):
         core = Core(_SemaphoreKind(initial), name)
         core.open(create, bool(persistent), mode, (initial, None))
         self._handle: int = core.resources["sem"]
+        try_wait, post = _os.semaphore_bind(self._handle)
+        self._try_wait: tuple[Callable[[], int]] = (try_wait,)
+        self._post: tuple[Callable[[], int]] = (post,)
         self._spinner = Spinner()
         self._start(core)
 
     def acquire(self, blocking: bool = True, timeout: float | None = None) -> bool:
         """Take a permit, like ``threading.Semaphore.acquire``.  Returns False
-        if none came before ``timeout`` seconds (or at once if not blocking)."""
+        if none came before ``timeout`` seconds (or at once if not blocking).
+        An acquire that raised (e.g. KeyboardInterrupt) took no permit."""
         # Arguments are checked and the general wait built only when a first
-        # try fails: the common call finds a permit free.
+        # try fails: the common call finds a permit free.  The OS call and
+        # its record in ``taken`` cannot be split by a signal handler's
+        # exception (see _signals); ``call`` also marks this call in flight.
         seconds = None if blocking is True and timeout is None else check_timeout(blocking, timeout)
-        handle = self._handle
-        self._enter()
+        call = map(CALL, self._try_wait)
+        give_back = map(CALL, self._post)  # made now: the repair below makes no call
+        taken: list[int] = []  # holds 0 once this call has a permit
+        inflight = self._inflight
+        inflight += (call,)
+        core = self._core
         try:
-            return _os.semaphore_trywait(handle) or wait(
-                lambda s: _os.semaphore_wait(handle, s) if s else _os.semaphore_trywait(handle),
-                blocking,
-                seconds,
-                self._check_open,
-                self._spinner,
-            )
-        finally:
-            self._leave()
+            if core is None or core.closed:
+                raise ValueError("Semaphore is closed")
+            taken += call
+            ok = taken[0] == 0 or self._acquire_slow(blocking, seconds, taken)
+            inflight.remove(call)  # (``leave``, inline on the hot path)
+            if not inflight and core.close_started:
+                core.finish()
+            return ok
+        except BaseException:
+            if 0 in taken:
+                taken += give_back  # what the caller never got
+            core.leave_call(call)
+            raise
+
+    def _acquire_slow(self, blocking: bool, seconds: float | None, taken: list[int]) -> bool:
+        handle = self._handle
+
+        def attempt(s: float) -> bool:
+            with held():
+                ok = _os.semaphore_wait(handle, s) if s else _os.semaphore_trywait(handle)
+                if ok and pending():
+                    # A signal came: its handler runs when the block ends,
+                    # and an exception from it must find no permit taken.
+                    _os.semaphore_post(handle, 1)
+                    return False
+                if ok:
+                    taken.append(0)
+            return ok
+
+        return wait(attempt, blocking, seconds, self._check_open, self._spinner)
 
     def release(self, n: int = 1) -> None:
-        """Give back ``n`` permits, waking up to ``n`` waiters."""
+        """Give back ``n`` permits (at most ``RELEASE_MAX``), waking up to ``n``
+        waiters.  A ``release()`` that raised (e.g. KeyboardInterrupt) gave
+        nothing back.  ``release(n)`` posts one by one where the OS has no
+        post of n (POSIX): an interrupted one may have posted some."""
         if n.__class__ is not int or n != 1:  # (bool is not int here)
-            if isinstance(n, bool) or not isinstance(n, int):
-                raise TypeError(f"n must be an int, not {type(n).__name__}")
-            if n < 1:
-                raise ValueError("n must be one or more")
-        self._enter()
+            self._check_count(n)
+        call = map(CALL, self._post)
+        take_back = map(CALL, self._try_wait)  # made now: the repair below makes no call
+        posted: list[int] = []
+        inflight = self._inflight
+        inflight += (call,)
+        core = self._core
         try:
-            if n > 1:
-                # Posts go one by one on POSIX: refuse before the first one
-                # where the value can be read (a race with other processes
-                # can still stop it half-way; Windows posts all or none).
-                value = _os.semaphore_value(self._handle)
-                if value is not None and value + n > SEM_VALUE_MAX:
-                    raise ValueError(f"the semaphore's value would exceed {SEM_VALUE_MAX}")
-            _os.semaphore_post(self._handle, n)
+            if core is None or core.closed:
+                raise ValueError("Semaphore is closed")
+            if n == 1:
+                posted += call
+            if not posted or posted[0] != 0:
+                posted.append(1)  # (the general call's work: not undone)
+                _os.semaphore_post(self._handle, n)  # or raises why the bound post failed
+            inflight.remove(call)  # (``leave``, inline on the hot path)
+            if not inflight and core.close_started:
+                core.finish()
         except OSError as e:
-            if e.errno in (errno.EOVERFLOW, errno.EINVAL) or getattr(e, "winerror", None) == 298:
+            core.leave_call(call)
+            if e.errno == errno.EOVERFLOW:
                 raise ValueError(f"the semaphore's value would exceed {SEM_VALUE_MAX}") from None
             raise
-        finally:
-            self._leave()
+        except BaseException:
+            if posted == [0]:
+                # Interrupted after the post: taken back, as the caller sees
+                # a release that raised.
+                posted += take_back
+            core.leave_call(call)
+            raise
+
+    def _check_count(self, n: object) -> None:
+        if isinstance(n, bool) or not isinstance(n, int):
+            raise TypeError(f"n must be an int, not {type(n).__name__}")
+        if n < 1:
+            raise ValueError("n must be one or more")
+        if n > RELEASE_MAX:
+            raise ValueError(f"release(n) gives back at most {RELEASE_MAX} permits, not {n}")
+        # Refused before the first post where the value can be read (a race
+        # with other processes can still stop it half-way).
+        value = self.value
+        if value is not None and value + n > SEM_VALUE_MAX:
+            raise ValueError(f"the semaphore's value would exceed {SEM_VALUE_MAX}")
 
     @property
     def value(self) -> int | None:
@@ -148,132 +204,4 @@ class Semaphore(Acquirable):
     def _state(self) -> str:
         value = self.value
         return "open" if value is None else f"value={value}"
-
-
-class _LockKind(Kind):
-    letter = "l"
-    label = "Lock"
-
-    def area_size(self, params: tuple[int, int]) -> int:
-        return max(4096, mmap.PAGESIZE)  # the mutex is mapped a page at a time
-
-    def tag(self) -> bytes:
-        return _os.MUTEX_ABI.encode("ascii")
-
-    def on_create(self, core: Core) -> None:
-        assert core.mm is not None
-        core.resources["mutex"] = _os.mutex_create(core.seg, core.mm, HEADER_SIZE)
-
-    def on_attach(self, core: Core) -> None:
-        assert core.mm is not None
-        core.resources["mutex"] = _os.mutex_open(core.seg, core.mm, HEADER_SIZE)
-
-    def release(self, resources: dict[str, Any]) -> None:
-        mutex = resources.pop("mutex", None)
-        if mutex is not None:
-            _os.mutex_close(mutex)
-
-    def remove_extras(self, seg_os_name: str) -> None:
-        _os.mutex_unlink(seg_os_name, HEADER_SIZE)
-
-
-register_kind(_LockKind())
-
-
-class Lock(Acquirable):
-    """A mutex any process can take by name, that survives its holder's crash.
-
-    Interface of ``threading.Lock``, except that the lock is owned by the
-    thread that acquired it: only that thread may release it.  If the holder
-    dies (even by SIGKILL), the next ``acquire`` takes the lock over and sets
-    :attr:`owner_died`, so the caller can repair what the holder left
-    half-done.  On Linux this is a robust process-shared pthread mutex; on
-    Windows a named mutex (WAIT_ABANDONED); elsewhere flock() on a lock file.
-    """
-
-    def __init__(
-        self,
-        name: str,
-        *,
-        create: bool | None = None,
-        persistent: bool = False,
-        permissions: int = 0o600,
-    ) -> None:
-        mode = check_open_args(name, create, persistent, permissions)
-        core = Core(_LockKind(), name)
-        core.open(create, bool(persistent), mode, (None, None))
-        self._mutex = core.resources["mutex"]
-        self._holder: tuple[int, int] | None = None  # (pid, thread) holding it
-        #: True after an ``acquire`` that took the lock over from a dead holder
-        self.owner_died = False
-        self._spinner = Spinner()
-        self._start(core)
-
-    def acquire(self, blocking: bool = True, timeout: float | None = None) -> bool:
-        """Take the lock; False if it stayed held until ``timeout``."""
-        # As for Semaphore.acquire: the general wait only after a first try.
-        seconds = None if blocking is True and timeout is None else check_timeout(blocking, timeout)
-        mutex = self._mutex
-        self._enter()
-        try:
-            outcome = _os.mutex_acquire(mutex, 0.0)
-            if outcome == MUTEX_TIMEOUT:
-                outcome = self._wait(mutex, blocking, seconds)
-            if outcome != MUTEX_TIMEOUT:
-                self._pin()  # the mutex stays mapped while held, even if closed
-        except OSError as e:
-            raise mutex_error(e, self.name) from None
-        finally:
-            self._leave()
-        if outcome == MUTEX_TIMEOUT:
-            return False
-        self.owner_died = outcome == MUTEX_OWNER_DIED
-        self._holder = _me()
-        return True
-
-    def _wait(self, mutex: Any, blocking: bool, seconds: float | None) -> int:
-        outcome = [MUTEX_TIMEOUT]
-
-        def attempt(s: float) -> bool:
-            outcome[0] = _os.mutex_acquire(mutex, s)
-            return outcome[0] != MUTEX_TIMEOUT
-
-        wait(attempt, blocking, seconds, self._check_open, self._spinner)
-        return outcome[0]
-
-    def release(self) -> None:
-        """Release the lock; RuntimeError if this thread does not hold it.
-        The holder may release it after another thread closed the Lock."""
-        if self._holder != _me():
-            self._check_open()  # a closed Lock: ValueError, like every other call
-            raise RuntimeError("release of a ctipc.Lock this thread does not hold")
-        # Cleared before the OS release: once that returns, another thread
-        # may already hold the lock and have set itself as holder.
-        self._holder = None
-        try:
-            _os.mutex_release(self._mutex)
-        except PermissionError:
-            raise RuntimeError("release of a ctipc.Lock this thread does not hold") from None
-        except OSError as e:
-            self._holder = _me()
-            raise mutex_error(e, self.name) from None
-        except BaseException:
-            self._holder = _me()
-            raise
-        self._leave()  # the hold taken by acquire: a closed Lock's handles go now
-
-    def close(self) -> None:
-        """Close (idempotent); a lock this thread holds is released first.
-        A lock held by another thread of this process stays held until that
-        thread releases it or the process exits."""
-        if not self.closed and self._holder == _me():
-            self.release()
-        super().close()
-
-    def _state(self) -> str:
-        return "held" if self._holder is not None else "open"
-
-
-def _me() -> tuple[int, int]:
-    return os.getpid(), threading.get_ident()
 

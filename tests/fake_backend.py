@@ -31,9 +31,9 @@ import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Any
+from typing import Any, Callable
 
-from ctipc._consts import MUTEX_ACQUIRED, MUTEX_OWNER_DIED, MUTEX_TIMEOUT, WAIT_SLICE
+from ctipc._backend import MUTEX_ACQUIRED, MUTEX_OWNER_DIED, MUTEX_TIMEOUT, WAIT_SLICE
 
 #: largest value of a fake semaphore (as Linux and Windows)
 SEM_MAX = 2**31 - 1
@@ -107,6 +107,8 @@ class _Semaphore:
 class _MutexState:
     def __init__(self) -> None:
         self.owner: tuple[int, int] | None = None  # (pid, thread ident)
+        # a bound try_lock took it from a dead owner: the next acquire says so
+        self.died_pending: tuple[int, int] | None = None
 
 
 class FakeMutex:
@@ -124,6 +126,9 @@ class FakeBackend:
     SEM_VALUE = True
     ROBUST_MUTEX = True
     CAN_LIST = True
+    SEM_VALUE_MAX = SEM_MAX
+    RELEASE_MAX = 2**16
+    NAMESPACES: tuple[str, ...] = ()
 
     def __init__(self, directory: str, kernel_lifetime: bool = False, pid: int = 1000) -> None:
         self.PLATFORM = "fake-win" if kernel_lifetime else "fake-posix"
@@ -313,8 +318,10 @@ class FakeBackend:
             seg = self._segment(seg)
             if seg.obj.lock_owner is seg:
                 raise ContractError(f"segment_lock of {seg.os_name}: this handle holds it already")
-            if timeout < 0:
-                raise ContractError(f"segment_lock timeout {timeout}")
+            if not 0 <= timeout <= WAIT_SLICE + _SLICE_SLACK:
+                raise ContractError(
+                    f"segment_lock for {timeout} s: must be one slice (0 <= t <= {WAIT_SLICE})"
+                )
             ok = self._cond.wait_for(lambda: seg.obj.lock_owner is None or seg.closed, timeout)
             if seg.closed:
                 raise ContractError("segment closed while waiting for its lock")
@@ -400,7 +407,7 @@ class FakeBackend:
             return True
 
     def semaphore_post(self, handle: int, n: int) -> None:
-        if not isinstance(n, int) or n < 1:
+        if not isinstance(n, int) or not 1 <= n <= self.RELEASE_MAX:
             raise ContractError(f"semaphore_post n={n!r}")
         with self._cond:
             sem = self._sem(handle)
@@ -413,6 +420,21 @@ class FakeBackend:
         with self._cond:
             return self._sem(handle).value
 
+    def semaphore_bind(self, handle: int) -> tuple[Callable[[], int], Callable[[], int]]:
+        self._sem(handle)
+
+        def try_wait() -> int:
+            return 0 if self.semaphore_trywait(handle) else 1
+
+        def post() -> int:
+            with self._cond:
+                if self._sem(handle).value >= SEM_MAX:
+                    return 1  # the general call raises
+            self.semaphore_post(handle, 1)
+            return 0
+
+        return try_wait, post
+
     # -- mutex ---------------------------------------------------------------------------
     def _mutex(self, m: object) -> FakeMutex:
         if not isinstance(m, FakeMutex) or m not in self._mutexes:
@@ -421,17 +443,15 @@ class FakeBackend:
             raise ContractError("mutex used after mutex_close")
         return m
 
-    def _check_mutex_place(self, seg: FakeSegment, mm: mmap.mmap, offset: int) -> None:
-        self._segment(seg)
-        if mm.closed:
-            raise ContractError("mutex in a closed mapping")
-        if offset % 64 or offset < 0 or offset + 64 > len(mm):
-            raise ContractError(f"mutex at offset {offset} of a {len(mm)}-byte mapping")
+    def _check_mutex_place(self, seg: FakeSegment, offset: int) -> None:
+        size = self._segment(seg).obj.size
+        if offset % 64 or offset < 0 or offset + 64 > size:
+            raise ContractError(f"mutex at offset {offset} of a {size}-byte segment")
 
-    def mutex_create(self, seg: FakeSegment, mm: mmap.mmap, offset: int) -> FakeMutex:
+    def mutex_create(self, seg: FakeSegment, offset: int) -> FakeMutex:
         self._count("mutex_create")
         with self._cond:
-            self._check_mutex_place(seg, mm, offset)
+            self._check_mutex_place(seg, offset)
             if seg.obj.lock_owner is not seg:
                 raise ContractError("mutex_create without the segment lock")
             state = seg.obj.mutexes[offset] = _MutexState()
@@ -439,10 +459,10 @@ class FakeBackend:
             self._mutexes.append(m)
             return m
 
-    def mutex_open(self, seg: FakeSegment, mm: mmap.mmap, offset: int) -> FakeMutex:
+    def mutex_open(self, seg: FakeSegment, offset: int) -> FakeMutex:
         self._count("mutex_open")
         with self._cond:
-            self._check_mutex_place(seg, mm, offset)
+            self._check_mutex_place(seg, offset)
             state = seg.obj.mutexes.get(offset)
             if state is None:
                 raise ContractError(f"mutex_open at {offset}: no mutex was created there")
@@ -456,6 +476,9 @@ class FakeBackend:
         me = (self.getpid(), threading.get_ident())
         with self._cond:
             state = self._mutex(m).state
+            if state.died_pending == me and state.owner == me:
+                state.died_pending = None
+                return MUTEX_OWNER_DIED
 
             def free() -> bool:
                 owner = state.owner
@@ -479,6 +502,42 @@ class FakeBackend:
                 raise PermissionError(errno.EPERM, os.strerror(errno.EPERM))
             state.owner = None
             self._cond.notify_all()
+
+    def mutex_bind(self, m: FakeMutex) -> tuple[Callable[[], int], Callable[[], int]]:
+        self._mutex(m)
+
+        def try_lock() -> int:
+            me = (self.getpid(), threading.get_ident())
+            with self._cond:
+                outcome = self.mutex_acquire(m, 0.0)
+                if outcome == MUTEX_OWNER_DIED:
+                    m.state.died_pending = me  # held; mutex_acquire reports it
+                return 0 if outcome == MUTEX_ACQUIRED else 1
+
+        def unlock() -> int:
+            with self._cond:
+                if m.state.owner != (self.getpid(), threading.get_ident()):
+                    return 1
+                self.mutex_release(m)
+                return 0
+
+        return try_lock, unlock
+
+    def mutex_locked(self, m: FakeMutex) -> bool:
+        with self._cond:
+            owner = self._mutex(m).state.owner
+            return owner is not None and owner[0] in self._tokens
+
+    def mutex_held(self, m: FakeMutex) -> bool:
+        with self._cond:
+            return self._mutex(m).state.owner == (self.getpid(), threading.get_ident())
+
+    def mutex_abandoned(self, seg: FakeSegment, offset: int) -> bool:
+        with self._cond:
+            if seg.obj.lock_owner is not self._segment(seg):
+                raise ContractError("mutex_abandoned without the segment lock")
+            state = seg.obj.mutexes.get(offset)
+            return state is not None and state.owner is not None
 
     def mutex_close(self, m: FakeMutex) -> None:
         self._count("mutex_close")

@@ -355,7 +355,8 @@ def _kinds() -> list[_segment.Kind]:
     registry = getattr(_segment, "KINDS", None)
     if registry:
         return list(registry.values())
-    from ctipc.semaphore import _LockKind, _SemaphoreKind
+    from ctipc.lock import _LockKind
+    from ctipc.semaphore import _SemaphoreKind
     from ctipc.shm import _SharedMemoryKind
 
     return [_SemaphoreKind(), _LockKind(), _SharedMemoryKind()]

@@ -17,7 +17,7 @@ from helpers import DEV_SHM, HAVE_DEV_SHM, child_env, entries_of
 
 import ctipc
 from ctipc import _admin, _header, _names, _segment
-from ctipc.semaphore import _LockKind
+from ctipc.lock import _LockKind
 
 pytestmark = pytest.mark.skipif(not HAVE_DEV_SHM, reason="needs POSIX shared memory files")
 IS_ROOT = hasattr(os, "geteuid") and os.geteuid() == 0

@@ -12,7 +12,7 @@ r"""Portability: the code paths of other systems, restricted hosts, fork, thread
 * fork: a forked child uses, or closes, the objects it inherited.
 * Threads: one object of each kind used from 8 threads at once.
 * Windows names: ``Global\`` / ``Local\`` namespaces (``_names``, checked here
-  with ``sys.platform`` patched), and an ordinary name elsewhere.
+  with the backend's ``NAMESPACES`` set as on Windows), and an ordinary name elsewhere.
 
 Cross-process parts run in separate interpreters (``helpers.Child``) and
 synchronise over lines on stdin/stdout or pipes, each wait with a deadline.
@@ -783,6 +783,7 @@ OS_EXIT_WITHOUT_CLOSE = """
     sem = ctipc.Semaphore(name, initial=3)
     lock = ctipc.Lock(name)
     lock.acquire()
+    lock.release()  # (a Lock still held is kept for owner_died: test_lock_death)
     shm = ctipc.SharedMemory(name, 64)
     shm.write(b"stale")
     q = ctipc.MessageQueue(name, capacity=4096, max_message=64)
@@ -1213,7 +1214,7 @@ def test_one_object_of_each_kind_used_by_eight_threads(
 def test_windows_namespace_prefix_selects_the_namespace(
     monkeypatch: pytest.MonkeyPatch, namespace: str
 ) -> None:
-    monkeypatch.setattr(sys, "platform", "win32")
+    monkeypatch.setattr(_names._os, "NAMESPACES", ("Global\\", "Local\\"))  # as Windows
     for kind in "slmq":
         got = _names.os_name(kind, "h", namespace + "jobs")
         assert got.startswith(namespace + "ctipc-" + kind + "h-"), got
@@ -1226,7 +1227,7 @@ def test_windows_namespace_prefix_selects_the_namespace(
 
 
 def test_windows_plain_name_has_no_namespace(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(sys, "platform", "win32")
+    monkeypatch.setattr(_names._os, "NAMESPACES", ("Global\\", "Local\\"))  # as Windows
     for user_name in ("jobs", "Session\\1\\jobs", "back\\slash", "global-jobs", "Globaljobs"):
         got = _names.os_name("q", "h", user_name)
         assert "\\" not in got and got.startswith("ctipc-qh-"), (user_name, got)

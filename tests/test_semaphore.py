@@ -8,7 +8,7 @@ import pytest
 from helpers import DEADLINE, Child, exists
 
 import ctipc
-from ctipc.semaphore import SEM_VALUE_MAX
+from ctipc.semaphore import RELEASE_MAX, SEM_VALUE_MAX
 
 needs_value = pytest.mark.skipif(
     not ctipc.SEMAPHORE_VALUE_READABLE, reason="the OS cannot report a semaphore's value"
@@ -260,6 +260,22 @@ def test_release_n(name: str) -> None:
         assert permits(sem) == 5
         sem.release()
         assert permits(sem) == 6
+    finally:
+        sem.close()
+
+
+def test_release_n_up_to_the_limit_at_once_beyond_it_refused(name: str) -> None:
+    """release(n) is bounded (POSIX posts one by one: 2**31 posts would take
+    half an hour): RELEASE_MAX at most, refused before anything is posted."""
+    sem = ctipc.Semaphore(name, initial=0)
+    try:
+        with pytest.raises(ValueError, match="at most"):
+            sem.release(RELEASE_MAX + 1)
+        with pytest.raises(ValueError):
+            sem.release(2**31)
+        assert not sem.acquire(blocking=False)  # nothing posted
+        sem.release(RELEASE_MAX)
+        assert permits(sem) == RELEASE_MAX
     finally:
         sem.close()
 
