@@ -159,10 +159,12 @@ class Lock(Acquirable):
         except BaseException as e:
             if not had:
                 # Taken by this call, whose caller sees it raise: given back.
-                self._holder = None
+                # (Not taken: another thread may hold it, and stays the holder.)
                 if got == [0] or len(got) > 1:
+                    self._holder = None
                     got += give_back
                 elif got and _os.mutex_held(self._mutex):  # (a takeover the try began)
+                    self._holder = None
                     _os.mutex_release(self._mutex)
             core.leave_call(call)
             if isinstance(e, OSError):

@@ -42,20 +42,7 @@ def test_a_portable_module_does_not_import_ctypes(module: str) -> None:
         )
 
 
-# _admin._age still reads /dev/shm itself: moving it behind the backend goes
-# with the segment layer's rework (remove this once it has).
-_PENDING = {"_admin.py"}
-
-
-@pytest.mark.parametrize(
-    "module",
-    [
-        pytest.param(m, marks=pytest.mark.xfail(reason="not moved yet", strict=False))
-        if m in _PENDING
-        else m
-        for m in PORTABLE
-    ],
-)
+@pytest.mark.parametrize("module", PORTABLE)
 def test_a_portable_module_names_no_operating_system(module: str) -> None:
     hits = [
         f"{module}:{i}: {line.strip()}"
