@@ -71,6 +71,11 @@ class Backend(Protocol):
     MUTEX_ABI: str
     #: True where ``segment_list`` can enumerate ctipc objects.
     CAN_LIST: bool
+    #: True where this CPU makes stores visible to other CPUs in program
+    #: order (x86-64), so an aligned 8-byte position stored after the bytes
+    #: it covers may be read without a barrier; False elsewhere (ARM64) and
+    #: under ``CTIPC_EMULATE=weak-memory``.
+    STORES_ORDERED: bool
 
     # -- shared memory -------------------------------------------------------
     def segment_create(self, os_name: str, size: int, mode: int, timeout: float) -> Segment:

@@ -49,6 +49,7 @@ from ._posix_ffi import PERSISTENT as PERSISTENT
 from ._posix_ffi import PLATFORM as PLATFORM
 from ._posix_ffi import ROBUST_MUTEX as ROBUST_MUTEX
 from ._posix_ffi import SEM_VALUE as SEM_VALUE
+from ._posix_ffi import STORES_ORDERED as STORES_ORDERED
 from ._posix_ffi import TIMED_WAIT_NATIVE as TIMED_WAIT_NATIVE
 from ._posix_lock import mutex_acquire as mutex_acquire
 from ._posix_lock import mutex_close as mutex_close

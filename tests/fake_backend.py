@@ -107,6 +107,7 @@ class FakeBackend:
     SEM_VALUE = True
     ROBUST_MUTEX = True
     CAN_LIST = True
+    STORES_ORDERED = True
 
     def __init__(self, directory: str, kernel_lifetime: bool = False, pid: int = 1000) -> None:
         self.PLATFORM = "fake-win" if kernel_lifetime else "fake-posix"
