@@ -36,7 +36,9 @@ from ._backend import MUTEX_TIMEOUT, WAIT_SLICE
 from ._backend import os_backend as _os
 from ._base import Closable, mutex_error
 from ._errors import CorruptedError, Empty, Full, IncompatibleError
+from ._header import SLOT, process_alive, this_process
 from ._ring import (
+    CONSUMER_SLOTS,
     CONSUMERS_WAITING,
     CONTROL,
     CONTROL_WORDS,
@@ -45,11 +47,13 @@ from ._ring import (
     GETS,
     HEAD,
     POSITION_MAX,
+    PRODUCER_SLOTS,
     PRODUCERS_WAITING,
     PUTS,
     RECEIVING,
     RECORD,
     RING,
+    SLEEPER_SLOTS,
     TAIL,
     U64_MASK,
     WRAP,
@@ -219,6 +223,8 @@ class QueueCore(Closable):
         self._tail_seen = 0
         self._head_seen = 0
         self._local = threading.local()
+        self._sleeper_slot = {CONSUMER_SLOTS: 0, PRODUCER_SLOTS: 0}  # where ours last was
+        self._next_reap = 0.0
         self._spinner = Spinner()
         self._lock_spinner = Spinner()
         self._closing = False
@@ -347,12 +353,17 @@ class QueueCore(Closable):
                  position: int, sleepers: int, waiting: int,
                  deadline: float | None) -> bool:  # fmt: skip
         words = self._w
+        table = CONSUMER_SLOTS if sleepers == CONSUMERS_WAITING else PRODUCER_SLOTS
+        dead = self._dead_sleepers(table) if waiting > 0 else []
         try:
             if not self._lock(try_lock, mutex, deadline):
                 return False
             seen = words[position]
             if waiting:
-                words[sleepers] = max(0, words[sleepers] + waiting) & U64_MASK
+                removed = self._register(table, waiting, dead)
+                count = words[sleepers]
+                count = count if count <= POSITION_MAX else 0  # corrupt: start again
+                words[sleepers] = max(0, count + waiting - removed)
             self._unlock(unlock)
         except BaseException:
             calm = _calm()
@@ -366,6 +377,55 @@ class QueueCore(Closable):
         else:
             self._head_seen = seen
         return True
+
+    def _dead_sleepers(self, table: int) -> list[tuple[int, tuple[int, int, int, int, int]]]:
+        """The slots of ``table`` whose process is dead: (index, contents),
+        read without the mutex (``_register`` clears those that still hold
+        the same contents).  At most once a second per handle: reading a
+        process's start time costs a system call or two."""
+        now = time.monotonic()
+        if now < self._next_reap:
+            return []
+        self._next_reap = now + 1.0
+        mm, size, my_ns = self._mm, SLOT.size, this_process()[2]
+        dead = []
+        for i in range(SLEEPER_SLOTS):
+            entry = SLOT.unpack_from(mm, table + i * size)
+            pid, _, token, ns, _ = entry
+            if pid and ns == my_ns and not process_alive(pid, token):
+                dead.append((i, entry))
+        return dead
+
+    def _register(self, table: int, waiting: int,
+                  dead: list[tuple[int, tuple[int, int, int, int, int]]]) -> int:  # fmt: skip
+        """Under the count's mutex: add ``waiting`` (+1 or -1) to this
+        process's slot in ``table`` (a registration finds none when all are
+        taken: then only the total counts it), clear the ``dead`` slots that
+        still hold what was read, and return the registrations they held."""
+        mm, size = self._mm, SLOT.size
+        removed = 0
+        for i, entry in dead:
+            if SLOT.unpack_from(mm, table + i * size) == entry:
+                SLOT.pack_into(mm, table + i * size, 0, 0, 0, 0, 0)
+                removed += entry[1]
+        pid, token, ns = this_process()
+        hint = self._sleeper_slot[table]
+        order = [hint, *(i for i in range(SLEEPER_SLOTS) if i != hint)]
+        free = None
+        for i in order:
+            spid, count, stoken, sns, _ = SLOT.unpack_from(mm, table + i * size)
+            if spid == pid and stoken == token and sns == ns:
+                count += waiting
+                SLOT.pack_into(mm, table + i * size, *(
+                    (pid, count, token, ns, 0) if count > 0 else (0, 0, 0, 0, 0)))  # fmt: skip
+                self._sleeper_slot[table] = i
+                return removed
+            if spid == 0 and free is None:
+                free = i
+        if waiting > 0 and free is not None:
+            SLOT.pack_into(mm, table + free * size, pid, waiting, token, ns, 0)
+            self._sleeper_slot[table] = free
+        return removed
 
     def _spin(self, index: int, seen: int) -> bool:
         """Poll control word ``index`` for a while (see _wait.Spinner); True

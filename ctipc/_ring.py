@@ -38,6 +38,14 @@ HEAD, GETS, PRODUCERS_WAITING = 8, 9, 10  # under the get mutex (another cache l
 # reports the message as redelivered.
 RECEIVING = 11
 CONTROL_WORDS = 16
+# Who is registered in CONSUMERS_WAITING / PRODUCERS_WAITING (byte offsets
+# in the segment): SLEEPER_SLOTS slots each, in the attach table's format
+# (pid, count, start token, pid namespace, reserved), so that the
+# registrations of a process that died are removed (docs/FORMAT.md §11).
+# Written under the mutex of the count they belong to.
+SLEEPER_SLOTS = 32
+CONSUMER_SLOTS = CONTROL + 1024
+PRODUCER_SLOTS = CONTROL + 2048
 RECORD = struct.Struct("=II")  # payload length, reserved (0)
 WRAP = 0xFFFFFFFF  # a record length meaning "continue at the start of the ring"
 U64_MASK = (1 << 64) - 1  # counters wrap; positions never get near (see below)

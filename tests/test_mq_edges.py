@@ -8,12 +8,13 @@ import asyncio
 import struct
 import threading
 import time
+from typing import Callable
 
 import pytest
 from helpers import Child, drain, header_path
 
 import ctipc
-from ctipc._ring import CONTROL, HEAD, TAIL
+from ctipc._ring import CONSUMERS_WAITING, CONTROL, HEAD, PRODUCERS_WAITING, TAIL
 
 MQ = ctipc.MessageQueue
 
@@ -141,3 +142,51 @@ def test_close_from_the_event_loop_while_an_aget_waits_is_prompt(name: str) -> N
     assert took < 0.5, f"close() took {took:.3f} s"
     assert worst_gap < 0.5, f"the loop stood still for {worst_gap:.3f} s"
     assert isinstance(error, ValueError)
+
+
+SLEEP_IN = """
+    q = ctipc.MessageQueue(sys.argv[1], create=False)
+    out("ready")
+    if sys.argv[2] == "get":
+        q.get()
+    else:
+        q.put(b"x" * 100)
+"""
+
+
+def _until(check: Callable[[], bool], seconds: float = 10.0) -> bool:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if check():
+            return True
+        time.sleep(0.01)
+    return False
+
+
+@pytest.mark.parametrize("side", ["get", "put"])
+def test_wake_up_registrations_of_killed_processes_are_reaped(name: str, side: str) -> None:
+    """A process killed while it slept in get (put) stays counted as a
+    sleeper: every later put (get) would post a semaphore nobody waits on.
+    The next process that registers removes the dead one's count."""
+    index = CONSUMERS_WAITING if side == "get" else PRODUCERS_WAITING
+    with MQ(name, capacity=256, max_message=100) as q:
+        if side == "put":
+            q.put_many([b"f" * 100] * 2)  # full
+        children = [Child(SLEEP_IN, name, side) for _ in range(3)]
+        try:
+            for child in children:
+                child.expect("ready")
+            assert _until(lambda: q._w[index] == 3)
+            for child in children:
+                child.kill()
+                child.wait()
+        finally:
+            for child in children:
+                child.close()
+        assert q._w[index] == 3  # what they left behind
+        with pytest.raises(ctipc.Empty if side == "get" else ctipc.Full):
+            if side == "get":
+                q.get(timeout=0.1)
+            else:
+                q.put(b"y" * 100, timeout=0.1)
+        assert q._w[index] == 0
