@@ -25,6 +25,7 @@ carry-over (``_carry``), which the next get of the handle delivers first.
 
 from __future__ import annotations
 
+import gc
 import signal
 import threading
 import time
@@ -95,14 +96,6 @@ def wake(sem: int, n: int) -> None:
             _os.semaphore_post(sem, n)
         except OSError:
             pass
-
-
-def _ends(carry: list[bytes], out: list[bytes]) -> bool:
-    """Is ``out`` already the end of ``carry``?  (An exception between
-    extending it and noting so: CPython runs signal handlers only at calls
-    and jumps, PyPy at any bytecode.)"""
-    tail = carry[-len(out) :]
-    return len(tail) == len(out) and all(a is b for a, b in zip(tail, out))
 
 
 _SIGMASK = getattr(signal, "pthread_sigmask", None)  # POSIX
@@ -436,6 +429,11 @@ class QueueCore(Closable):
 
     def _check_txn(self) -> None:
         if self._txn_thread is not None and self._txn_thread == threading.get_ident():
+            # A block object let go while still open (an exception raised at
+            # the very entry of its __exit__) ends in its __del__: on an
+            # interpreter without reference counting, only once collected.
+            gc.collect()
+        if self._txn_thread is not None and self._txn_thread == threading.get_ident():
             raise RuntimeError(
                 "this thread is inside a receive() or reserve() block of this MessageQueue"
             )
@@ -527,10 +525,11 @@ class QueueCore(Closable):
                 sleepers = words[CONSUMERS_WAITING]
             self._unlock(self._unlock_put)
         except BaseException:
+            # (first, with no call before it, as in _take)
+            if written and words[TAIL] == tail and words[PUTS] != puts:
+                words[PUTS] = puts  # published, not yet counted (mutex still ours)
             calm = _calm()
             try:
-                if written and words[TAIL] == tail and words[PUTS] != puts:
-                    words[PUTS] = puts  # published, not yet counted (mutex still ours)
                 _let_go(self._put_mutex)
             finally:
                 _uncalm(calm)
@@ -690,14 +689,17 @@ class QueueCore(Closable):
             carry += out
             carried = True
         except BaseException:
+            # First, with no call before it (CPython runs a second signal's
+            # handler only at a call or a jump): messages that left the ring
+            # (the mutex is still ours until `taken` is set) go to this
+            # thread's carry-over.
+            if out and not carried and (taken or words[HEAD] == head):
+                carry += out
+                carried = True
+                if words[GETS] != gets:
+                    words[GETS] = gets
             calm = _calm()
             try:
-                if out and not carried and (taken or words[HEAD] == head) and not _ends(carry, out):
-                    # They left the ring (and the mutex is still ours if `taken`
-                    # is not yet set): count them and keep them for the next get.
-                    if words[GETS] != gets:
-                        words[GETS] = gets
-                    carry += out
                 _let_go(self._get_mutex)
             finally:
                 _uncalm(calm)
