@@ -129,6 +129,15 @@ def _uncalm(old: Any = None) -> None:
 _CALMED: list[Any] = [None]
 
 
+def _let_go_calmly(mutex: Any) -> None:
+    """``_let_go`` with signals blocked: the repair after an exception."""
+    calm = _calm()
+    try:
+        _let_go(mutex)
+    finally:
+        _uncalm(calm)
+
+
 def _let_go(mutex: Any) -> None:
     """After an exception at an unknown point of a critical section: release
     ``mutex`` if this thread holds it.  Every backend refuses (PermissionError)
@@ -359,11 +368,7 @@ class QueueCore(Closable):
                 words[sleepers] = max(0, count + waiting - removed)
             self._unlock(unlock)
         except BaseException:
-            calm = _calm()
-            try:
-                _let_go(mutex)
-            finally:
-                _uncalm(calm)
+            _let_go_calmly(mutex)
             raise
         if position == TAIL:
             self._tail_seen = seen
@@ -528,11 +533,7 @@ class QueueCore(Closable):
             # (first, with no call before it, as in _take)
             if written and words[TAIL] == tail and words[PUTS] != puts:
                 words[PUTS] = puts  # published, not yet counted (mutex still ours)
-            calm = _calm()
-            try:
-                _let_go(self._put_mutex)
-            finally:
-                _uncalm(calm)
+            _let_go_calmly(self._put_mutex)
             raise
         if sleepers:
             wake(self._data_sem, min(written, sleepers))
@@ -559,11 +560,7 @@ class QueueCore(Closable):
                 return (tail, *where)
             self._unlock(self._unlock_put)
         except BaseException:
-            calm = _calm()
-            try:
-                _let_go(self._put_mutex)
-            finally:
-                _uncalm(calm)
+            _let_go_calmly(self._put_mutex)
             raise
         return 0
 
@@ -698,11 +695,7 @@ class QueueCore(Closable):
                 carried = True
                 if words[GETS] != gets:
                     words[GETS] = gets
-            calm = _calm()
-            try:
-                _let_go(self._get_mutex)
-            finally:
-                _uncalm(calm)
+            _let_go_calmly(self._get_mutex)
             raise
         if sleepers:
             wake(self._room_sem, min(len(out), sleepers))
@@ -725,11 +718,7 @@ class QueueCore(Closable):
                 return offset, n, after, redelivered
             self._unlock(self._unlock_get)
         except BaseException:
-            calm = _calm()
-            try:
-                _let_go(self._get_mutex)
-            finally:
-                _uncalm(calm)
+            _let_go_calmly(self._get_mutex)
             raise
         return None
 
