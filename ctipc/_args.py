@@ -10,7 +10,14 @@ from threading import TIMEOUT_MAX
 
 from ._names import validate_name
 
-__all__ = ["MAX_SIZE", "check_open_args", "check_permissions", "check_size", "check_timeout"]
+__all__ = [
+    "MAX_SIZE",
+    "check_open_args",
+    "check_permissions",
+    "check_queue_timeout",
+    "check_size",
+    "check_timeout",
+]
 
 #: Largest size, capacity or message accepted (256 TiB): beyond any machine's
 #: memory, and far below what the OS calls and ctypes convert without
@@ -31,6 +38,17 @@ def check_timeout(blocking: bool, timeout: float | None) -> float | None:
         raise ValueError("timeout value must be a non-negative number")
     if timeout > TIMEOUT_MAX:  # as threading's
         raise OverflowError("timeout value is too large")
+    return float(timeout)
+
+
+def check_queue_timeout(block: bool, timeout: float | None) -> float | None:
+    """Like queue.Queue: timeout only matters when blocking; None waits forever."""
+    if not block or timeout is None:
+        return None
+    if isinstance(timeout, bool) or not isinstance(timeout, (int, float)):
+        raise TypeError(f"timeout must be a number or None, not {type(timeout).__name__}")
+    if timeout < 0 or timeout != timeout:
+        raise ValueError("'timeout' must be a non-negative number")
     return float(timeout)
 
 

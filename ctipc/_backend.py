@@ -120,6 +120,11 @@ class Backend(Protocol):
     #: prefixes of a user's name that choose an OS namespace for the object
     #: (Windows: ``Global\\``, ``Local\\``); none elsewhere
     NAMESPACES: tuple[str, ...]
+    #: True where this CPU makes stores visible to other CPUs in program
+    #: order (x86-64), so an aligned 8-byte position stored after the bytes
+    #: it covers may be read without a barrier; False elsewhere (ARM64) and
+    #: under ``CTIPC_EMULATE=weak-memory``.
+    STORES_ORDERED: bool
 
     # -- shared memory -------------------------------------------------------
     def segment_create(self, os_name: str, size: int, mode: int, timeout: float) -> Segment:

@@ -59,6 +59,7 @@ from ._posix_ffi import RELEASE_MAX as RELEASE_MAX
 from ._posix_ffi import ROBUST_MUTEX as ROBUST_MUTEX
 from ._posix_ffi import SEM_VALUE as SEM_VALUE
 from ._posix_ffi import SEM_VALUE_MAX as SEM_VALUE_MAX
+from ._posix_ffi import STORES_ORDERED as STORES_ORDERED
 from ._posix_ffi import TIMED_WAIT_NATIVE as TIMED_WAIT_NATIVE
 from ._posix_lock import mutex_abandoned as mutex_abandoned
 from ._posix_lock import mutex_acquire as mutex_acquire

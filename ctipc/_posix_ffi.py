@@ -58,7 +58,15 @@ PERSISTENT = True
 # flock mutex, segment lock files, no listing), so that the test suite runs
 # them on Linux.  A testing aid: ctipc never needs the variable, and such a
 # process must not share objects with ordinary ones (their locks differ).
-EMULATING = os.environ.get("CTIPC_EMULATE", "") == "macos"
+_EMULATE = set(os.environ.get("CTIPC_EMULATE", "").split(","))
+EMULATING = "macos" in _EMULATE
+# Stores become visible to other CPUs in program order (x86-64's TSO): the
+# queue then reads the other side's position without its mutex.  Elsewhere
+# (ARM64), or with CTIPC_EMULATE=weak-memory (combinable: "macos,weak-memory"),
+# it takes the mutex, whose acquire/release pair is a full barrier.
+STORES_ORDERED = os.uname().machine in ("x86_64", "amd64", "i686", "i386") and (
+    "weak-memory" not in _EMULATE
+)
 # macOS has no sem_timedwait/sem_clockwait: timed waits poll sem_trywait.
 _HAS_CLOCKWAIT = hasattr(_sem_lib, "sem_clockwait") and not EMULATING  # glibc >= 2.30
 TIMED_WAIT_NATIVE = _HAS_CLOCKWAIT or (hasattr(_sem_lib, "sem_timedwait") and not EMULATING)

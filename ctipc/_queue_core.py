@@ -1,19 +1,32 @@
-"""The machinery behind MessageQueue: locking, the put and get critical
-sections, waiting, and the receive/reserve blocks (mq.py has the public
-calls, _ring.py the layout).
+"""The queue engine: every read and write of a MessageQueue's ring and
+control page, its locking, its waits, and the receive/reserve blocks
+(mq.py has only the public calls, _ring.py the layout).
 
 A producer copies its record beyond ``tail`` and only then publishes the new
-``tail``: a producer killed half-way leaves bytes no consumer can see.  Each
-side reads the other side's position only under the other side's mutex
-(whose acquire/release pairs order the memory accesses on every CPU, ARM
-included), and caches it, so in steady state a put or a get takes one mutex.
-A caller that finds nothing to do polls the other side's position for a few
-microseconds (no system call) before it sleeps on a named semaphore; those
-are posted only when someone sleeps.
+``tail`` with one aligned 8-byte store: a producer killed half-way leaves
+bytes no consumer can see.  Each side caches the other side's position.
+Where the CPU makes stores visible in program order (``_os.STORES_ORDERED``:
+x86-64) it reads that position with a plain load; elsewhere it reads it
+under the other side's mutex, whose acquire/release pair is a full barrier
+(docs/FORMAT.md §11, "Memory ordering").  So in steady state a put or a get
+takes one mutex.  A caller that finds nothing to do polls the other side's
+position for a few microseconds (no system call) before it sleeps on a
+named semaphore; those are posted only when someone sleeps.
+
+Exceptions raised by signal handlers (Ctrl-C, an alarm) can surface at any
+bytecode of this module's main thread.  Every critical section therefore
+takes its mutex *inside* a ``try`` whose ``except BaseException`` gives the
+mutex back if this thread holds it (a release by a thread that does not
+hold it is refused by every backend, so it is harmless), and finishes the
+bookkeeping of what was already published; messages a get had already
+removed from the ring when it was interrupted are kept in the handle's
+carry-over (``_carry``), which the next get of the handle delivers first.
 """
 
 from __future__ import annotations
 
+import gc
+import signal
 import threading
 import time
 from typing import Any, Callable
@@ -22,8 +35,10 @@ from ._args import check_open_args, check_size
 from ._backend import MUTEX_TIMEOUT, WAIT_SLICE
 from ._backend import os_backend as _os
 from ._base import Closable, mutex_error
-from ._errors import CorruptedError, Empty, waited
+from ._errors import CorruptedError, Empty, Full, waited
+from ._header import SLOT, process_alive, this_process
 from ._ring import (
+    CONSUMER_SLOTS,
     CONSUMERS_WAITING,
     CONTROL,
     CONTROL_WORDS,
@@ -31,38 +46,123 @@ from ._ring import (
     DEFAULT_MAX_MESSAGE,
     GETS,
     HEAD,
-    MUTEX_PATIENCE,
     POSITION_MAX,
+    PRODUCER_SLOTS,
     PRODUCERS_WAITING,
     PUTS,
     RECEIVING,
     RECORD,
     RING,
+    SLEEPER_SLOTS,
     TAIL,
     U64_MASK,
     WRAP,
     QueueKind,
-    as_bytes_view,
     check_sizes,
-    deadlines,
-    patience_deadline,
     queued,
-    record_size,
-    wake,
 )
 from ._segment import Core
-from ._wait import Spinner
+from ._wait import Spinner, deadlines, next_slice, patience_deadline
 
-__all__ = ["QueueCore"]
+__all__ = ["QueueCore", "as_bytes_view"]
+
+
+def as_bytes_view(message: object) -> memoryview:
+    if isinstance(message, str):
+        raise TypeError("a message is bytes-like, not str (encode it first)")
+    try:
+        view = memoryview(message)  # type: ignore[arg-type]
+    except TypeError:
+        raise TypeError(
+            f"a message must be bytes-like (bytes, bytearray, memoryview), not "
+            f"{type(message).__name__}"
+        ) from None
+    if view.format == "B" and view.ndim == 1 and view.c_contiguous:
+        return view
+    # Other formats and shapes are sent as their bytes (strided ones copied).
+    return view.cast("B") if view.c_contiguous else memoryview(view.tobytes())
+
+
+def wake(sem: int, n: int) -> None:
+    """Post up to ``n`` wake-ups, fewer where the semaphore already holds
+    some: a sleeper killed while registered leaves the count of sleepers too
+    high, and its posts must not pile up.  A wake-up is a hint (sleepers also
+    wake every WAIT_SLICE), so a post the OS refuses (the value's limit) is
+    dropped rather than failing a put or get whose message already moved."""
+    pending = _os.semaphore_value(sem)
+    if pending is not None:
+        n -= pending
+    if n > 0:
+        try:
+            _os.semaphore_post(sem, n)
+        except OSError:
+            pass
+
+
+_SIGMASK = getattr(signal, "pthread_sigmask", None)  # POSIX
+_MAIN = threading.main_thread().ident
+
+
+def _calm() -> Any:
+    """Block signals in this thread while a repair runs, if it is the main
+    thread (Python runs signal handlers there only), so that a second signal
+    cannot interrupt the repair of the first one's damage.  (About 3 µs a
+    pair, so only on these rare paths; a signal that arrives meanwhile is
+    handled right after.)  The mask to restore is kept in ``_CALMED``: a
+    signal handled between the block and the caller's ``try`` would
+    otherwise leave signals blocked, and the next queue call restores it
+    (``QueueCore._enter``)."""
+    if _SIGMASK is None or threading.get_ident() != _MAIN:
+        return None
+    if _CALMED[0] is None:
+        _CALMED[0] = _SIGMASK(signal.SIG_BLOCK, ())  # type: ignore[attr-defined,unused-ignore]
+    _SIGMASK(signal.SIG_BLOCK, signal.valid_signals())  # type: ignore[attr-defined,unused-ignore]
+    return _CALMED[0]
+
+
+def _uncalm(old: Any = None) -> None:
+    """Restore the signal mask ``_calm`` changed (if it did)."""
+    if _SIGMASK is not None and _CALMED[0] is not None and threading.get_ident() == _MAIN:
+        mask, _CALMED[0] = _CALMED[0], None
+        _SIGMASK(signal.SIG_SETMASK, mask)  # type: ignore[attr-defined,unused-ignore]
+
+
+_CALMED: list[Any] = [None]
+
+
+def _let_go_calmly(mutex: Any) -> None:
+    """``_let_go`` with signals blocked: the repair after an exception."""
+    calm = _calm()
+    try:
+        _let_go(mutex)
+    finally:
+        _uncalm(calm)
+
+
+def _let_go(mutex: Any) -> None:
+    """After an exception at an unknown point of a critical section: release
+    ``mutex`` if this thread holds it.  Every backend refuses (PermissionError)
+    a release by a thread that does not hold it, so this never frees a mutex
+    another thread or process holds."""
+    try:
+        _os.mutex_release(mutex)
+    except (OSError, ValueError):
+        pass
 
 
 class QueueCore(Closable):
     """MessageQueue's state and critical sections (see mq.py)."""
 
+    _core: Core  # set by _start, before any method can run
+
     # The thread inside a ``receive`` or ``reserve`` block of this handle,
     # which holds one of the queue's mutexes: its other calls on the handle
     # would wait for itself, so they raise instead.
     _txn_thread: int | None = None
+    # Per thread, ``.carry``: the messages a get of this thread removed from
+    # the ring, until it returns them.  An exception (a signal handler's)
+    # that interrupts the get leaves them there, for the thread's next get.
+    _local = threading.local()  # replaced per instance
 
     def __init__(
         self,
@@ -95,10 +195,18 @@ class QueueCore(Closable):
         r = core.resources
         self._put_mutex, self._get_mutex = r["put"], r["get"]
         self._data_sem, self._room_sem = r["data"], r["room"]
+        # The hot path's mutex calls, bound once: one C-level call each,
+        # returning 0 when done (else the general calls say why).
+        self._try_put, self._unlock_put = _os.mutex_bind(self._put_mutex)
+        self._try_get, self._unlock_get = _os.mutex_bind(self._get_mutex)
+        self._ordered = _os.STORES_ORDERED
         # This process's view of the other side's position.  Positions only
         # grow, so a stale view is a conservative one.
         self._tail_seen = 0
         self._head_seen = 0
+        self._local = threading.local()
+        self._sleeper_slot = {CONSUMER_SLOTS: 0, PRODUCER_SLOTS: 0}  # where ours last was
+        self._next_reap = 0.0
         self._spinner = Spinner()
         self._lock_spinner = Spinner()
         self._start(core)
@@ -115,85 +223,178 @@ class QueueCore(Closable):
         return self._max_message
 
     def __len__(self) -> int:
-        """Messages in the queue now (a snapshot: others may change it)."""
+        """Messages in the queue now (a snapshot: others may change it),
+        with those an interrupted get of this thread holds for its next one."""
         self._enter()
         try:
             puts: int = self._w[PUTS]
             gets: int = self._w[GETS]
         finally:
             self._leave()
-        return queued(puts, gets)
+        return queued(puts, gets) + len(self._carry())
+
+    def _carry(self) -> list[bytes]:
+        """This thread's carry-over (see ``_local``)."""
+        try:
+            carry: list[bytes] = self._local.carry
+        except AttributeError:
+            carry = self._local.carry = []
+        return carry
 
     def _state(self) -> str:
         return f"messages={len(self)} capacity={self._capacity}"
 
+    # -- closing ---------------------------------------------------------------
+    def _enter(self) -> None:
+        if _CALMED[0] is not None:
+            _uncalm()  # a repair was interrupted before it could unblock signals
+        super()._enter()
+
+    def close(self) -> None:
+        """Close this process's handle (idempotent); messages stay for the
+        other processes that have the queue open (or, if persistent, for
+        later ones).  Calls waiting in other threads raise ValueError first,
+        at once, taking back their registration as sleepers.  Closed inside
+        this thread's own receive/reserve block, the block then raises
+        ValueError, and nothing is published or removed."""
+        self._begin_close()  # the one "closed" flag: every call sees it from now on
+        give_up = time.monotonic() + 1.0
+        # (not for a receive/reserve block of this very thread, which cannot
+        # end while it waits here)
+        me = threading.get_ident()
+        if self._calls_in_flight() and self._txn_thread != me and self._core is not None:
+            # Wake this handle's sleepers so that they see the flag now, not
+            # at the end of their wait slice.  (Posts are hints: a sleeper of
+            # another process that takes one looks and sleeps again.)
+            for sem in (self._data_sem, self._room_sem):
+                wake(sem, self._calls_in_flight())
+        while self._calls_in_flight() and self._txn_thread != me and time.monotonic() < give_up:
+            time.sleep(0.001)
+        super().close()
+
     # -- locking -----------------------------------------------------------------
-    def _lock(self, mutex: Any, deadline: float | None) -> int:
-        """Take a side's mutex; the MUTEX_* outcome, MUTEX_TIMEOUT (0) if it
-        was not had by the deadline.  A dead holder's state needs no repair:
-        a position is published by one store, after the bytes it covers."""
+    def _lock(self, try_lock: Callable[[], int], mutex: Any, deadline: float | None) -> bool:
+        """Take a side's mutex; False if it was not had by the deadline.  A
+        dead holder's state needs no repair: a position is published by one
+        store, after the bytes it covers.  Callers call this inside a
+        ``try`` that ends in ``_let_go`` on any exception."""
         try:
-            outcome: int = _os.mutex_acquire(mutex, 0.0)
-            if outcome == MUTEX_TIMEOUT:
-                outcome = self._lock_slices(mutex, deadline)
-            return outcome
+            # (non-zero: busy, or a takeover from a dead holder that the
+            # general acquire finishes)
+            return try_lock() == 0 or self._lock_slices(mutex, deadline)
         except OSError as e:
             raise mutex_error(e, self.name) from None
 
-    def _unlock(self, mutex: Any) -> None:
-        try:
-            _os.mutex_release(mutex)
-        except OSError as e:
-            raise mutex_error(e, self.name) from None
+    def _unlock(self, unlock: Callable[[], int], mutex: Any) -> None:
+        if unlock() != 0:
+            try:
+                _os.mutex_release(mutex)  # raises why the bound release failed
+            except OSError as e:
+                raise mutex_error(e, self.name) from None
 
-    def _lock_slices(self, mutex: Any, deadline: float | None) -> int:
+    def _lock_slices(self, mutex: Any, deadline: float | None) -> bool:
         # Critical sections last microseconds: polling briefly usually gets
         # the mutex without sleeping in the kernel and being woken.
-        polled = [MUTEX_TIMEOUT]
-
-        def attempt() -> bool:
-            polled[0] = _os.mutex_acquire(mutex, 0.0)
-            return polled[0] != MUTEX_TIMEOUT
-
-        if self._lock_spinner.spin(attempt):
-            return polled[0]
+        if self._lock_spinner.spin(lambda: bool(_os.mutex_acquire(mutex, 0.0))):
+            return True
         while True:
-            if deadline is None:
-                slice_ = WAIT_SLICE
-            else:
-                slice_ = min(WAIT_SLICE, deadline - time.monotonic())
-                if slice_ <= 0:
-                    return MUTEX_TIMEOUT
+            slice_ = next_slice(deadline)
+            if slice_ <= 0.0:
+                return False
             self._check_open()
-            outcome: int = _os.mutex_acquire(mutex, slice_)
-            if outcome != MUTEX_TIMEOUT:
-                return outcome
+            if _os.mutex_acquire(mutex, slice_) != MUTEX_TIMEOUT:
+                return True
 
     def _refresh_tail(self, deadline: float | None, waiting: int = 0) -> bool:
-        """Read ``tail`` under the put mutex; add ``waiting`` to the count of
-        sleeping consumers there.  False if the mutex was not had in time."""
-        if not self._lock(self._put_mutex, deadline):
-            return False
-        try:
-            self._tail_seen = self._w[TAIL]
-            if waiting:
-                count = self._w[CONSUMERS_WAITING]
-                self._w[CONSUMERS_WAITING] = max(0, count + waiting) & U64_MASK
-        finally:
-            self._unlock(self._put_mutex)
-        return True
+        """Read ``tail`` (under the put mutex where stores are not ordered);
+        add ``waiting`` to the count of sleeping consumers, under the put
+        mutex.  False if the mutex was not had in time."""
+        if not waiting and self._ordered:
+            self._tail_seen = self._w[TAIL]  # stored after the records it covers
+            return True
+        return self._refresh(self._try_put, self._put_mutex, self._unlock_put,
+                             TAIL, CONSUMERS_WAITING, waiting, deadline)  # fmt: skip
 
     def _refresh_head(self, deadline: float | None, waiting: int = 0) -> bool:
-        if not self._lock(self._get_mutex, deadline):
-            return False
+        if not waiting and self._ordered:
+            self._head_seen = self._w[HEAD]  # stored after the copies out
+            return True
+        return self._refresh(self._try_get, self._get_mutex, self._unlock_get,
+                             HEAD, PRODUCERS_WAITING, waiting, deadline)  # fmt: skip
+
+    def _refresh(self, try_lock: Callable[[], int], mutex: Any, unlock: Callable[[], int],
+                 position: int, sleepers: int, waiting: int,
+                 deadline: float | None) -> bool:  # fmt: skip
+        words = self._w
+        table = CONSUMER_SLOTS if sleepers == CONSUMERS_WAITING else PRODUCER_SLOTS
+        dead = self._dead_sleepers(table) if waiting > 0 else []
         try:
-            self._head_seen = self._w[HEAD]
+            if not self._lock(try_lock, mutex, deadline):
+                return False
+            seen = words[position]
             if waiting:
-                count = self._w[PRODUCERS_WAITING]
-                self._w[PRODUCERS_WAITING] = max(0, count + waiting) & U64_MASK
-        finally:
-            self._unlock(self._get_mutex)
+                removed = self._register(table, waiting, dead)
+                count = words[sleepers]
+                count = count if count <= POSITION_MAX else 0  # corrupt: start again
+                words[sleepers] = max(0, count + waiting - removed)
+            self._unlock(unlock, mutex)
+        except BaseException:
+            _let_go_calmly(mutex)
+            raise
+        if position == TAIL:
+            self._tail_seen = seen
+        else:
+            self._head_seen = seen
         return True
+
+    def _dead_sleepers(self, table: int) -> list[tuple[int, tuple[int, int, int, int, int]]]:
+        """The slots of ``table`` whose process is dead: (index, contents),
+        read without the mutex (``_register`` clears those that still hold
+        the same contents).  At most once a second per handle: reading a
+        process's start time costs a system call or two."""
+        now = time.monotonic()
+        if now < self._next_reap:
+            return []
+        self._next_reap = now + 1.0
+        mm, size, my_ns = self._mm, SLOT.size, this_process()[2]
+        dead = []
+        for i in range(SLEEPER_SLOTS):
+            entry = SLOT.unpack_from(mm, table + i * size)
+            pid, _, token, ns, _ = entry
+            if pid and ns == my_ns and not process_alive(pid, token):
+                dead.append((i, entry))
+        return dead
+
+    def _register(self, table: int, waiting: int,
+                  dead: list[tuple[int, tuple[int, int, int, int, int]]]) -> int:  # fmt: skip
+        """Under the count's mutex: add ``waiting`` (+1 or -1) to this
+        process's slot in ``table`` (a registration finds none when all are
+        taken: then only the total counts it), clear the ``dead`` slots that
+        still hold what was read, and return the registrations they held."""
+        mm, size = self._mm, SLOT.size
+        removed = 0
+        for i, entry in dead:
+            if SLOT.unpack_from(mm, table + i * size) == entry:
+                SLOT.pack_into(mm, table + i * size, 0, 0, 0, 0, 0)
+                removed += entry[1]
+        pid, token, ns = this_process()
+        hint = self._sleeper_slot[table]
+        order = [hint, *(i for i in range(SLEEPER_SLOTS) if i != hint)]
+        free = None
+        for i in order:
+            spid, count, stoken, sns, _ = SLOT.unpack_from(mm, table + i * size)
+            if spid == pid and stoken == token and sns == ns:
+                count += waiting
+                SLOT.pack_into(mm, table + i * size, *(
+                    (pid, count, token, ns, 0) if count > 0 else (0, 0, 0, 0, 0)))  # fmt: skip
+                self._sleeper_slot[table] = i
+                return removed
+            if spid == 0 and free is None:
+                free = i
+        if waiting > 0 and free is not None:
+            SLOT.pack_into(mm, table + free * size, pid, waiting, token, ns, 0)
+            self._sleeper_slot[table] = free
+        return removed
 
     def _spin(self, index: int, seen: int) -> bool:
         """Poll control word ``index`` for a while (see _wait.Spinner); True
@@ -204,19 +405,70 @@ class QueueCore(Closable):
 
     def _check_txn(self) -> None:
         if self._txn_thread is not None and self._txn_thread == threading.get_ident():
+            # A block object let go while still open (an exception raised at
+            # the very entry of its __exit__) ends in its __del__: on an
+            # interpreter without reference counting, only once collected.
+            gc.collect()
+        if self._txn_thread is not None and self._txn_thread == threading.get_ident():
             raise RuntimeError(
                 "this thread is inside a receive() or reserve() block of this MessageQueue"
             )
+
+    def _corrupt(self, what: str) -> CorruptedError:
+        return CorruptedError(f"queue {self.name!r}: {what}", self.name)
+
+    # -- records (the one place that writes them) ------------------------------------
+    def _place(self, tail: int, head: int, nbytes: int) -> tuple[int, int] | None:
+        """Where a record of ``nbytes`` goes after ``tail``: (position in the
+        ring, bytes skipped to wrap), or None if it does not fit before
+        ``head`` plus the ring."""
+        ring = self._ring
+        size = 8 + ((nbytes + 7) & ~7)  # record_size(nbytes), inline: once per message
+        pos = tail % ring
+        skip = ring - pos if pos + size > ring else 0
+        if tail + skip + size - head > ring:
+            return None
+        return pos, skip
+
+    def _seal(self, tail: int, pos: int, skip: int, nbytes: int) -> int:
+        """Write the record header of ``nbytes`` whose payload is already in
+        place (and the wrap marker before it); return the tail after it."""
+        if skip:
+            RECORD.pack_into(self._mm, RING + pos, WRAP, 0)
+            tail += skip
+            pos = 0
+        RECORD.pack_into(self._mm, RING + pos, nbytes, 0)
+        return tail + 8 + ((nbytes + 7) & ~7)
+
+    def _record(self, head: int, tail: int) -> tuple[int, int, int]:
+        """The record at ``head`` (< ``tail``), checked against the ring:
+        (offset of its payload in the mapping, its length, the head after
+        it).  Everything in the ring is untrusted."""
+        ring = self._ring
+        pos = head % ring  # head is a multiple of 8 (_bounds), so pos <= ring - 8
+        n, _ = RECORD.unpack_from(self._mm, RING + pos)
+        if n == WRAP:
+            # A producer writes a wrap marker only together with the record
+            # that follows it at the start of the ring.
+            head += ring - pos
+            pos = 0
+            if head >= tail:
+                raise self._corrupt("corrupt record")
+            n, _ = RECORD.unpack_from(self._mm, RING)
+        size = 8 + ((n + 7) & ~7)  # record_size(n), inline: once per message
+        if n > self._max_message or head + size > tail or pos + size > ring:
+            raise self._corrupt("corrupt record")
+        return RING + pos + 8, n, head + size
 
     # -- put -----------------------------------------------------------------------
     def _tail_checked(self) -> tuple[int, int]:
         """(tail, the freshest head known), under the put mutex."""
         tail: int = self._w[TAIL]
-        if tail > POSITION_MAX:
-            raise CorruptedError(f"queue {self.name!r}: positions out of range", self.name)
+        if tail > POSITION_MAX or tail & 7:
+            raise self._corrupt("positions out of range")
         head = self._head_seen
         if head > tail:  # no older than the head: cannot pass the tail
-            raise CorruptedError(f"queue {self.name!r}: head beyond tail", self.name)
+            raise self._corrupt("head beyond tail")
         if tail > head + self._ring:  # this process's view of the head is old
             head = self._head_seen = tail - self._ring
         return tail, head
@@ -224,67 +476,64 @@ class QueueCore(Closable):
     def _append(self, views: list[bytes | memoryview], deadline: float | None) -> int:
         """Write as many of ``views`` as fit, in one critical section; return
         how many.  -1: the put mutex was not had before the deadline."""
-        if not self._lock(self._put_mutex, deadline):
-            return -1
-        mm, ring, ring_view, words = self._mm, self._ring, self._ring_view, self._w
+        words, ring_view, place, seal = self._w, self._ring_view, self._place, self._seal
         written = 0
+        tail = puts = -1
         try:
+            if not self._lock(self._try_put, self._put_mutex, deadline):
+                return -1
             tail, head = self._tail_checked()
             for view in views:
                 n = len(view)  # bytes, or a 1-D memoryview of bytes (as_bytes_view)
-                size = 8 + ((n + 7) & ~7)  # record_size(n), inline: the hot loop
-                pos = tail % ring
-                skip = ring - pos if pos + size > ring else 0
-                if tail + skip + size - head > ring:
+                where = place(tail, head, n)
+                if where is None:
                     break
-                if skip:
-                    RECORD.pack_into(mm, RING + pos, WRAP, 0)
-                    tail += skip
-                    pos = 0
-                ring_view[pos + 8 : pos + 8 + n] = view  # (PyPy's mmap takes only bytes)
-                RECORD.pack_into(mm, RING + pos, n, 0)
-                tail += size
+                start = 0 if where[1] else where[0]
+                ring_view[start + 8 : start + 8 + n] = view  # (PyPy's mmap takes only bytes)
+                tail = seal(tail, where[0], where[1], n)
                 written += 1
+            sleepers = 0
             if written:
+                puts = (words[PUTS] + written) & U64_MASK
                 # Publish: one aligned store, after every byte it covers.
                 words[TAIL] = tail
-                words[PUTS] = (words[PUTS] + written) & U64_MASK
+                words[PUTS] = puts
                 sleepers = words[CONSUMERS_WAITING]
-            else:
-                sleepers = 0
-        finally:
-            self._unlock(self._put_mutex)
+            self._unlock(self._unlock_put, self._put_mutex)
+        except BaseException:
+            # (first, with no call before it, as in _take)
+            if written and words[TAIL] == tail and words[PUTS] != puts:
+                words[PUTS] = puts  # published, not yet counted (mutex still ours)
+            _let_go_calmly(self._put_mutex)
+            raise
         if sleepers:
             wake(self._data_sem, min(written, sleepers))
         return written
+
+    def _room_for(self, nbytes: int) -> bool:
+        """Is there room for a message of ``nbytes`` as far as the head this
+        process saw?  (A hint, without the put mutex; _append decides.)"""
+        tail: int = self._w[TAIL]
+        if self._head_seen > tail:  # the head, read fresh, never passes a tail read later
+            raise self._corrupt("head beyond tail")
+        return self._place(tail, self._head_seen, nbytes) is not None
 
     def _reserve_at(self, nbytes: int, deadline: float | None) -> tuple[int, int, int] | int:
         """Room for one record of ``nbytes``: (tail, position, bytes skipped
         to wrap) with the put mutex held; 0 if no room (mutex released);
         -1 if the mutex was not had before the deadline."""
-        if not self._lock(self._put_mutex, deadline):
-            return -1
         try:
+            if not self._lock(self._try_put, self._put_mutex, deadline):
+                return -1
             tail, head = self._tail_checked()
-            place = self._place(tail, head, nbytes)
+            where = self._place(tail, head, nbytes)
+            if where is not None:
+                return (tail, *where)
+            self._unlock(self._unlock_put, self._put_mutex)
         except BaseException:
-            self._unlock(self._put_mutex)
+            _let_go_calmly(self._put_mutex)
             raise
-        if place is None:
-            self._unlock(self._put_mutex)
-            return 0
-        return (tail, *place)
-
-    def _place(self, tail: int, head: int, nbytes: int) -> tuple[int, int] | None:
-        """Where a record of ``nbytes`` goes after ``tail``: (position in the
-        ring, bytes skipped to wrap), or None if it does not fit before
-        ``head``.  (_append does the same inline.)"""
-        size = record_size(nbytes)
-        pos = tail % self._ring
-        skip = self._ring - pos if pos + size > self._ring else 0
-        if tail + skip + size - head > self._ring:
-            return None
-        return pos, skip
+        return 0
 
     def _produce(
         self, views: list[bytes | memoryview], nbytes: int, block: bool, timeout: float | None
@@ -300,6 +549,7 @@ class QueueCore(Closable):
             sent = self._append(views, None)
             if sent == len(views):
                 return sent, None, False
+            sent = max(sent, 0)
         if self._txn_thread is not None:
             self._check_txn()
         deadline, patience = deadlines(block, timeout)
@@ -339,24 +589,16 @@ class QueueCore(Closable):
                     retried = True
                     continue
                 retried = False
-                remaining = WAIT_SLICE if deadline is None else deadline - time.monotonic()
-                if remaining <= 0:
+                slice_ = next_slice(deadline)
+                if slice_ <= 0.0:
                     break
                 self._check_open()
-                _os.semaphore_wait(self._room_sem, min(WAIT_SLICE, remaining))
+                _os.semaphore_wait(self._room_sem, slice_)
                 patience = deadline
         finally:
             if registered and held is None:
                 self._refresh_head(patience_deadline(), -1)
         return sent, None, False
-
-    def _room_for(self, nbytes: int) -> bool:
-        """Is there room for a message of ``nbytes`` as far as the head this
-        process saw?  (A hint, without the put mutex; _append decides.)"""
-        tail: int = self._w[TAIL]
-        if self._head_seen > tail:  # the head, read fresh, never passes a tail read later
-            raise CorruptedError(f"queue {self.name!r}: head beyond tail", self.name)
-        return self._place(tail, self._head_seen, nbytes) is not None
 
     def _checked(self, data: object) -> memoryview:
         view = as_bytes_view(data)
@@ -380,81 +622,75 @@ class QueueCore(Closable):
                 return None
             tail = self._tail_seen
             if tail < head:
-                raise CorruptedError(f"queue {self.name!r}: head beyond tail", self.name)
-        if tail - head > self._ring or tail > POSITION_MAX:
-            raise CorruptedError(f"queue {self.name!r}: positions out of range", self.name)
+                raise self._corrupt("head beyond tail")
+        if tail - head > self._ring or tail > POSITION_MAX or (head | tail) & 7:
+            raise self._corrupt("positions out of range")
         return head, tail
 
-    def _record(self, head: int, tail: int) -> tuple[int, int, int]:
-        """The record at ``head`` (< ``tail``), checked against the ring:
-        (offset of its payload in the mapping, its length, the head after
-        it).  Everything in the ring is untrusted."""
-        ring = self._ring
-        pos = head % ring
-        n, _ = RECORD.unpack_from(self._mm, RING + pos)
-        if n == WRAP:
-            # A producer writes a wrap marker only together with the record
-            # that follows it at the start of the ring.
-            head += ring - pos
-            pos = 0
-            if head >= tail:
-                raise CorruptedError(f"queue {self.name!r}: corrupt record", self.name)
-            n, _ = RECORD.unpack_from(self._mm, RING)
-        size = 8 + ((n + 7) & ~7)  # record_size(n), inline: once per message
-        if n > self._max_message or head + size > tail or pos + size > ring:
-            raise CorruptedError(f"queue {self.name!r}: corrupt record", self.name)
-        return RING + pos + 8, n, head + size
-
-    def _take(self, limit: int, deadline: float | None) -> list[bytes] | None:
-        """Take up to ``limit`` messages in one critical section.  [] if
-        there were none up to the tail this process has seen; None if the
-        get mutex was not had before the deadline."""
-        if not self._lock(self._get_mutex, deadline):
-            return None
-        mm, words, record = self._mm, self._w, self._record
+    def _take(self, limit: int, deadline: float | None) -> bool:
+        """Move up to ``limit`` messages to this thread's carry-over in one
+        critical section; False if there were none up to the tail this
+        process has seen, or the get mutex was not had before the deadline."""
+        mm, words, record, carry = self._mm, self._w, self._record, self._local.carry
         out: list[bytes] = []
+        head = gets = -1
+        taken = carried = False
         try:
+            if not self._lock(self._try_get, self._get_mutex, deadline):
+                return False
             bounds = self._bounds(deadline)
-            if bounds is None:
-                return out  # not in time: try again later
-            head, tail = bounds
-            start = head
-            while head < tail and len(out) < limit:
-                offset, n, head = record(head, tail)
-                out.append(mm[offset : offset + n])
-            if head != start:
-                words[HEAD] = head
-                words[GETS] = (words[GETS] + len(out)) & U64_MASK
+            if bounds is not None:
+                head, tail = bounds
+                while head < tail and len(out) < limit:
+                    offset, n, head = record(head, tail)
+                    out.append(mm[offset : offset + n])
+            sleepers = 0
+            if out:
+                gets = (words[GETS] + len(out)) & U64_MASK
+                words[HEAD] = head  # the messages leave the ring here
+                taken = True
+                words[GETS] = gets
                 if words[RECEIVING]:
                     words[RECEIVING] = 0  # a receive that did not finish: taken now
                 sleepers = words[PRODUCERS_WAITING]
-            else:
-                sleepers = 0
-        finally:
-            self._unlock(self._get_mutex)
-        if sleepers and out:
+            self._unlock(self._unlock_get, self._get_mutex)
+            carry += out
+            carried = True
+        except BaseException:
+            # First, with no call before it (CPython runs a second signal's
+            # handler only at a call or a jump): messages that left the ring
+            # (the mutex is still ours until `taken` is set) go to this
+            # thread's carry-over.
+            if out and not carried and (taken or words[HEAD] == head):
+                carry += out
+                carried = True
+                if words[GETS] != gets:
+                    words[GETS] = gets
+            _let_go_calmly(self._get_mutex)
+            raise
+        if sleepers:
             wake(self._room_sem, min(len(out), sleepers))
-        return out
+        return bool(out)
 
     def _hold(self, limit: int, deadline: float | None) -> tuple[int, int, int, bool] | None:
         """The oldest message, with the get mutex held: (payload offset,
         length, head after it, redelivered).  None, the mutex released, if
         there is none up to the tail this process has seen or the mutex was
         not had in time."""
-        if not self._lock(self._get_mutex, deadline):
-            return None
         words = self._w
         try:
+            if not self._lock(self._try_get, self._get_mutex, deadline):
+                return None
             bounds = self._bounds(deadline)
             if bounds is not None and bounds[0] < bounds[1]:
                 offset, n, after = self._record(*bounds)
                 redelivered = bool(words[RECEIVING])
                 words[RECEIVING] = 1
                 return offset, n, after, redelivered
+            self._unlock(self._unlock_get, self._get_mutex)
         except BaseException:
-            self._unlock(self._get_mutex)
+            _let_go_calmly(self._get_mutex)
             raise
-        self._unlock(self._get_mutex)
         return None
 
     def _consume(self, step: Callable[[int, float | None], Any], limit: int, block: bool,
@@ -495,32 +731,171 @@ class QueueCore(Closable):
                     got = step(limit, deadline)
                     if got:
                         return got
-                if deadline is None:
-                    slice_ = WAIT_SLICE
-                else:
-                    slice_ = min(WAIT_SLICE, deadline - time.monotonic())
-                    if slice_ <= 0:
-                        raise Empty(
-                            f"no message in MessageQueue {self.name!r} {waited(block, timeout)}"
-                        )
+                slice_ = next_slice(deadline)
+                if slice_ <= 0.0:
+                    raise Empty(
+                        f"no message in MessageQueue {self.name!r} {waited(block, timeout)}"
+                    )
                 self._check_open()
                 _os.semaphore_wait(self._data_sem, slice_)
         finally:
             if registered:
                 self._refresh_tail(patience_deadline(), -1)
 
-    def close(self) -> None:
-        """Close this process's handle (idempotent); messages stay for the
-        other processes that have the queue open (or, if persistent, for
-        later ones).  Calls waiting in other threads raise ValueError first
-        (within a wait slice), taking back their registration as sleepers.
-        Closed inside this thread's own receive/reserve block, the block
-        then raises ValueError, and nothing is published or removed."""
-        self._begin_close()
-        give_up = time.monotonic() + MUTEX_PATIENCE
-        # (not for a receive/reserve block of this very thread, which cannot
-        # end while it waits here)
-        me = threading.get_ident()
-        while self._calls_in_flight() and self._txn_thread != me and time.monotonic() < give_up:
-            time.sleep(0.002)  # they notice the closing between wait slices
-        super().close()
+    # -- waits for the asyncio adapters (aio.py) ----------------------------------------
+    def _wait_readable(self, timeout: float) -> bool:
+        """Wait at most ``timeout`` seconds (one slice at most) until a
+        message is probably there, without taking it.  True may also mean a
+        wake-up was used up: a caller that then takes nothing should give it
+        back with ``_wake_consumer()``.  ``aget`` waits with this in a thread
+        and takes the message in the event loop, so that cancelling it never
+        loses a message."""
+        self._enter()
+        try:
+            if self._carry():
+                return True
+            if not self._refresh_tail(time.monotonic() + timeout, 1):
+                return False
+            try:
+                if self._tail_seen != self._w[HEAD]:
+                    return True
+                return _os.semaphore_wait(self._data_sem, max(0.0, min(WAIT_SLICE, timeout)))
+            finally:
+                self._refresh_tail(patience_deadline(), -1)
+        finally:
+            self._leave()
+
+    def _wait_writable(self, timeout: float, nbytes: int = 0) -> bool:
+        """Like ``_wait_readable``, for room for a message of ``nbytes``."""
+        self._enter()
+        try:
+            if not self._refresh_head(time.monotonic() + timeout, 1):
+                return False
+            try:
+                if self._room_for(nbytes):
+                    return True
+                return _os.semaphore_wait(self._room_sem, max(0.0, min(WAIT_SLICE, timeout)))
+            finally:
+                self._refresh_head(patience_deadline(), -1)
+        finally:
+            self._leave()
+
+    def _wake_consumer(self) -> None:
+        self._give_back(self._data_sem)
+
+    def _wake_producer(self) -> None:
+        self._give_back(self._room_sem)
+
+    def _give_back(self, sem: int) -> None:
+        try:
+            self._enter()
+        except ValueError:
+            return  # closed: nobody here to wake
+        try:
+            wake(sem, 1)
+        finally:
+            self._leave()
+
+    # -- receive and reserve blocks ----------------------------------------------------
+    def _txn_begin(self, block: Any) -> None:
+        """Enter a receive or reserve block (``block._reserve``): sets
+        ``block.data``, ``block._state`` (what ``_txn_end`` needs) and, last,
+        ``block._inside``, with the side's mutex held.  An exception before
+        ``_inside`` is set has released the mutex; after it, the caller ends
+        the block."""
+        reserve = block._reserve
+        nbytes, blocking, timeout = block._args
+        self._enter()
+        core = self._core
+        try:
+            if reserve:
+                sent, held, registered = self._produce([], nbytes, blocking, timeout)
+                if not sent or held is None:
+                    raise Full(
+                        f"no room for {nbytes} bytes in MessageQueue {self.name!r} "
+                        f"{waited(blocking, timeout)}"
+                    )
+                tail, pos, skip = held
+                start = 0 if skip else pos
+                state: Any = (tail, pos, skip, nbytes, registered)
+                # lent: released as soon as a close begins, so that a read
+                # after it raises on every interpreter
+                block.data = core.lend(self._ring_view[start + 8 : start + 8 + nbytes])
+            else:
+                offset, n, after, redelivered = self._consume(self._hold, 1, blocking, timeout)
+                state = (after, redelivered)
+                block.data = core.lend(
+                    self._ring_view[offset - RING : offset - RING + n].toreadonly()
+                )
+            self._txn_thread = threading.get_ident()
+            block._state = state
+            block._inside = True
+        except BaseException:
+            calm = _calm()
+            try:
+                if not block._inside:  # (else begun after all: the caller ends it)
+                    self._txn_thread = None
+                    _let_go(self._put_mutex if reserve else self._get_mutex)
+                    self._leave()
+            finally:
+                _uncalm(calm)
+            raise
+
+    def _txn_end(self, block: Any, commit: bool) -> None:
+        """Leave a receive or reserve block: publish (``commit``) or drop,
+        then release the mutex and wake whoever waits for the change.  An
+        exception at any point (a signal handler's) still ends the block
+        (``block._inside`` cleared last); the message is then published (or
+        removed) if its position was stored before the exception, else not."""
+        sleepers = 0
+        closed = False
+        try:
+            reserve, state, words = block._reserve, block._state, self._w
+            # Closed meanwhile (by this thread: close() waits for other
+            # threads' blocks): the views of the queue are gone, so nothing
+            # can be published or removed; the mutex is still ours to release.
+            closed = self._core is None or self._core.closed
+            if commit and not closed:
+                if reserve:
+                    tail, pos, skip, nbytes, _ = state
+                    tail = self._seal(tail, pos, skip, nbytes)
+                    puts = (words[PUTS] + 1) & U64_MASK
+                    words[TAIL] = tail
+                    words[PUTS] = puts
+                    sleepers = words[CONSUMERS_WAITING]
+                else:
+                    gets = (words[GETS] + 1) & U64_MASK
+                    words[HEAD] = state[0]
+                    words[GETS] = gets
+                    words[RECEIVING] = 0
+                    sleepers = words[PRODUCERS_WAITING]
+            self._end_block(block)
+            if reserve and state[4] and not closed:  # registered as a sleeping producer
+                self._refresh_head(patience_deadline(), -1)
+            if sleepers:
+                wake(self._data_sem if reserve else self._room_sem, 1)
+        finally:
+            if block._inside:
+                calm = _calm()
+                try:
+                    self._end_block(block)
+                finally:
+                    _uncalm(calm)
+        if closed:
+            what = "published" if block._reserve else "removed from the queue"
+            raise ValueError(f"MessageQueue was closed inside the block: nothing was {what}")
+
+    def _end_block(self, block: Any) -> None:
+        """What ends every receive/reserve block: the view released, the
+        mutex given back, the call left, and ``block._inside`` cleared last
+        (nothing between ``_leave`` returning and that store can be
+        interrupted), so that running it again after an exception is safe."""
+        if self._core is not None:
+            self._core.reclaim(block.data)  # (an export the caller kept: valid only inside)
+        self._txn_thread = None
+        _let_go(self._put_mutex if block._reserve else self._get_mutex)
+        try:
+            self._leave()
+        except IndexError:
+            pass  # left already, by the run this one repeats
+        block._inside = False

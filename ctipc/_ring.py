@@ -3,15 +3,15 @@
 One shared-memory segment holds two crash-safe mutexes (*put* guards
 ``tail``, *get* guards ``head``), a page of control words and a byte ring of
 variable-length records.  ``MessageQueue`` (mq.py) drives it; this module
-knows the layout (docs/FORMAT.md), the kind's create/attach/remove steps, and
-the argument checks and deadlines its calls share.
+knows the layout (docs/FORMAT.md), the kind's create/attach/remove steps and
+the checks of its sizes; _queue_core.py is the engine that reads and writes
+it.
 """
 
 from __future__ import annotations
 
 import mmap
 import struct
-import time
 from typing import Any
 
 from . import _names
@@ -38,6 +38,14 @@ HEAD, GETS, PRODUCERS_WAITING = 8, 9, 10  # under the get mutex (another cache l
 # reports the message as redelivered.
 RECEIVING = 11
 CONTROL_WORDS = 16
+# Who is registered in CONSUMERS_WAITING / PRODUCERS_WAITING (byte offsets
+# in the segment): SLEEPER_SLOTS slots each, in the attach table's format
+# (pid, count, start token, pid namespace, reserved), so that the
+# registrations of a process that died are removed (docs/FORMAT.md §11).
+# Written under the mutex of the count they belong to.
+SLEEPER_SLOTS = 32
+CONSUMER_SLOTS = CONTROL + 1024
+PRODUCER_SLOTS = CONTROL + 2048
 RECORD = struct.Struct("=II")  # payload length, reserved (0)
 WRAP = 0xFFFFFFFF  # a record length meaning "continue at the start of the ring"
 U64_MASK = (1 << 64) - 1  # counters wrap; positions never get near (see below)
@@ -138,22 +146,6 @@ def queued(puts: int, gets: int) -> int:
     return count if count <= POSITION_MAX else 0
 
 
-def wake(sem: int, n: int) -> None:
-    """Post up to ``n`` wake-ups, fewer where the semaphore already holds
-    some: a sleeper killed while registered leaves the count of sleepers too
-    high, and its posts must not pile up.  A wake-up is a hint (sleepers also
-    wake every WAIT_SLICE), so a post the OS refuses (the value's limit) is
-    dropped rather than failing a put or get whose message already moved."""
-    pending = _os.semaphore_value(sem)
-    if pending is not None:
-        n -= pending
-    if n > 0:
-        try:
-            _os.semaphore_post(sem, n)
-        except OSError:
-            pass
-
-
 def check_sizes(capacity: int, max_message: int) -> None:
     if max_message >= WRAP:
         raise ValueError("max_message must be below 4 GiB")
@@ -162,54 +154,3 @@ def check_sizes(capacity: int, max_message: int) -> None:
             f"max_message={max_message} does not fit twice in capacity={capacity}: "
             f"capacity must be at least {2 * record_size(max_message)}"
         )
-
-
-def as_bytes_view(message: object) -> memoryview:
-    if isinstance(message, str):
-        raise TypeError("a message is bytes-like, not str (encode it first)")
-    try:
-        view = memoryview(message)  # type: ignore[arg-type]
-    except TypeError:
-        raise TypeError(
-            f"a message must be bytes-like (bytes, bytearray, memoryview), not "
-            f"{type(message).__name__}"
-        ) from None
-    if view.format == "B" and view.ndim == 1 and view.c_contiguous:
-        return view
-    # Other formats and shapes are sent as their bytes (strided ones copied).
-    return view.cast("B") if view.c_contiguous else memoryview(view.tobytes())
-
-
-# How long a call that does not wait for messages or room (put_nowait,
-# get_nowait) still waits for the other processes' critical sections, which
-# last microseconds unless a holder is stopped (a dead one is taken over).
-MUTEX_PATIENCE = 1.0
-
-
-def patience_deadline() -> float:
-    return time.monotonic() + MUTEX_PATIENCE
-
-
-def deadlines(block: bool, timeout: float | None) -> tuple[float | None, float | None]:
-    """(deadline for a message or room, deadline for a mutex), monotonic: a
-    short or no timeout still waits out another process's critical section."""
-    if block and timeout is None:
-        return None, None  # the common case, without reading the clock
-    seconds = queue_timeout(block, timeout)
-    now = time.monotonic()
-    if not block:
-        return now, now + MUTEX_PATIENCE
-    if seconds is None:
-        return None, None
-    return now + seconds, now + max(seconds, MUTEX_PATIENCE)
-
-
-def queue_timeout(block: bool, timeout: float | None) -> float | None:
-    """Like queue.Queue: timeout only matters when blocking; None waits forever."""
-    if not block or timeout is None:
-        return None
-    if isinstance(timeout, bool) or not isinstance(timeout, (int, float)):
-        raise TypeError(f"timeout must be a number or None, not {type(timeout).__name__}")
-    if timeout < 0 or timeout != timeout:
-        raise ValueError("'timeout' must be a non-negative number")
-    return float(timeout)

@@ -1,10 +1,12 @@
-"""The one blocking-wait recipe every primitive uses, and polling before a sleep."""
+"""The one blocking-wait recipe every primitive uses: deadlines, the wait
+loop in slices, and polling before a sleep."""
 
 from __future__ import annotations
 
 import time
 from typing import Callable
 
+from ._args import check_queue_timeout
 from ._backend import SPIN, WAIT_SLICE
 
 
@@ -46,6 +48,40 @@ class Spinner:
         return False
 
 
+# How long a call that does not wait for messages or room (put_nowait,
+# get_nowait) still waits for the other processes' critical sections, which
+# last microseconds unless a holder is stopped (a dead one is taken over).
+MUTEX_PATIENCE = 1.0
+
+
+def next_slice(deadline: float | None) -> float:
+    """How long the next blocking OS call may last: at most ``WAIT_SLICE``,
+    less when the monotonic ``deadline`` (None: never) is nearer; 0.0 once
+    it has passed."""
+    if deadline is None:
+        return WAIT_SLICE
+    remaining = deadline - time.monotonic()
+    return min(WAIT_SLICE, remaining) if remaining > 0 else 0.0
+
+
+def deadlines(block: bool, timeout: float | None) -> tuple[float | None, float | None]:
+    """(deadline for the awaited event, deadline for a mutex), monotonic: a
+    short or no timeout still waits out another process's critical section."""
+    if block and timeout is None:
+        return None, None  # the common case, without reading the clock
+    seconds = check_queue_timeout(block, timeout)
+    now = time.monotonic()
+    if not block:
+        return now, now + MUTEX_PATIENCE
+    if seconds is None:
+        return None, None
+    return now + seconds, now + max(seconds, MUTEX_PATIENCE)
+
+
+def patience_deadline() -> float:
+    return time.monotonic() + MUTEX_PATIENCE
+
+
 def wait(
     attempt: Callable[[float], bool],
     blocking: bool,
@@ -69,13 +105,9 @@ def wait(
         return True
     deadline = None if timeout is None else time.monotonic() + timeout
     while True:
-        if deadline is None:
-            slice_ = WAIT_SLICE
-        else:
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                return False
-            slice_ = min(WAIT_SLICE, remaining)
+        slice_ = next_slice(deadline)
+        if slice_ <= 0.0:
+            return False
         check_open()
         if attempt(slice_):
             return True

@@ -11,6 +11,7 @@ the functions at the bottom, which implement ``_backend.Backend``.
 
 from __future__ import annotations
 
+import platform
 import sys
 
 if sys.platform != "win32":  # pragma: no cover - guarded by _backend
@@ -66,6 +67,8 @@ NAMESPACES = ("Global\\", "Local\\")
 ROBUST_MUTEX = True  # a mutex whose owner died is returned as WAIT_ABANDONED
 MUTEX_ABI = "win32-mutex"  # a named kernel mutex: nothing lives in the segment
 CAN_LIST = False  # enumerating named objects needs the native NT API
+# x86/x64 make stores visible in program order; ARM64 Windows does not.
+STORES_ORDERED = platform.machine().upper() in ("AMD64", "X86", "I386", "I686")
 
 # Namespace of an object name that names none.  Local\ is the caller's
 # session; Global\ (visible to services and other sessions; creating a file

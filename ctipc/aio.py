@@ -71,7 +71,7 @@ async def aget(queue: MessageQueue) -> bytes:
             return queue.get_nowait()
         except Empty:
             pass
-        await _wait(queue.wait_readable, queue._wake_consumer)
+        await _wait(queue._wait_readable, queue._wake_consumer)
 
 
 async def aput(queue: MessageQueue, data: bytes | bytearray | memoryview) -> None:
@@ -82,7 +82,7 @@ async def aput(queue: MessageQueue, data: bytes | bytearray | memoryview) -> Non
             return
         except Full:
             pass
-        await _wait(lambda t: queue.wait_writable(t, nbytes), queue._wake_producer)
+        await _wait(lambda t: queue._wait_writable(t, nbytes), queue._wake_producer)
 
 
 async def iterate(queue: MessageQueue) -> AsyncIterator[bytes]:

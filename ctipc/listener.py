@@ -23,9 +23,11 @@ class Listener:
     ``callback(message)`` for each message, in order.
 
     An exception in the callback is logged (logger ``"ctipc"``) and the
-    listener goes on.  ``stop()`` ends it: messages it has already taken are
-    still delivered, the others stay in the queue.  It also ends when the
-    queue is closed.
+    listener goes on; a BaseException that is not an Exception (SystemExit,
+    KeyboardInterrupt) ends it.  It takes one message at a time, so it never
+    holds messages it has not handed to the callback: after ``stop()`` (or
+    such an end) the others stay in the queue.  It also ends when the queue
+    is closed.
     """
 
     def __init__(self, queue: MessageQueue, callback: Callable[[bytes], object]) -> None:
@@ -42,19 +44,21 @@ class Listener:
     def _run(self) -> None:
         queue = self._queue
         while not self._stopping.is_set():
+            # One message at a time: a callback that raises a BaseException
+            # (SystemExit, KeyboardInterrupt) ends the thread, and nothing it
+            # was not handed has left the queue.
             try:
-                messages = queue.get_many(100, timeout=WAIT_SLICE * 4)
+                message = queue.get(timeout=WAIT_SLICE * 4)
             except Empty:
                 continue
             except ValueError:
                 if queue.closed:
                     return  # the queue was closed under us: nothing more to deliver
                 raise
-            for message in messages:  # taken messages are always delivered
-                try:
-                    self._callback(message)
-                except Exception:
-                    logger.exception("ctipc: listener callback of queue %r failed", queue.name)
+            try:
+                self._callback(message)
+            except Exception:
+                logger.exception("ctipc: listener callback of queue %r failed", queue.name)
 
     @property
     def running(self) -> bool:

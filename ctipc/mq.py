@@ -1,39 +1,19 @@
 """Named message queues: any number of producers and consumers, by name.
 
-The public calls (and the waits the asyncio adapters run in threads);
-_queue_core.py has the critical sections and waiting,
-_ring.py and docs/FORMAT.md the layout.
+The public calls only: _queue_core.py is the engine (every byte of the
+ring, locking, waiting, the receive/reserve blocks), _ring.py and
+docs/FORMAT.md the layout.
 """
 
 from __future__ import annotations
 
-import threading
-import time
 from collections.abc import AsyncIterator, Iterable
 from typing import Any, Callable
 
 from . import aio
-from ._backend import WAIT_SLICE
-from ._backend import os_backend as _os
 from ._errors import Full, waited
 from ._queue_core import QueueCore
-from ._ring import (
-    CONSUMERS_WAITING,
-    GETS,
-    HEAD,
-    PRODUCERS_WAITING,
-    PUTS,
-    RECEIVING,
-    RECORD,
-    RING,
-    TAIL,
-    U64_MASK,
-    WRAP,
-    deadlines,
-    patience_deadline,
-    record_size,
-    wake,
-)
+from ._wait import deadlines
 from .listener import Listener
 
 __all__ = ["MessageQueue", "Received", "Reservation"]
@@ -46,8 +26,9 @@ class MessageQueue(QueueCore):
     largest message; both are used when creating (a record takes 8 bytes
     plus the message rounded up to 8).  A process that attaches gets the
     queue's own values; explicit values that contradict them raise
-    :class:`ctipc.IncompatibleError`.  Each message is delivered once, in the
-    order of the puts (so in order per producer).  See ``docs/FORMAT.md``.
+    :class:`ctipc.IncompatibleError`.  Each message is delivered once; the
+    messages of one producer handle are delivered in the order it put them.
+    See ``docs/FORMAT.md``.
     """
 
     def put(self, data: bytes | bytearray | memoryview, block: bool = True,
@@ -83,7 +64,13 @@ class MessageQueue(QueueCore):
                 "put_many takes a list (any iterable) of messages, not one "
                 f"{type(messages).__name__}: put_many([message]), or put(message)"
             )
-        views: list[bytes | memoryview] = [self._checked(m) for m in messages]
+        # Each message as it is when it is yielded (a generator may refill
+        # one buffer): bytes are immutable, anything else is copied.
+        biggest = self._max_message
+        views: list[bytes | memoryview] = [
+            m if type(m) is bytes and len(m) <= biggest else self._checked(m).tobytes()
+            for m in messages
+        ]
         self._enter()
         try:  # (no views would mean a reservation to _produce)
             sent = self._produce(views, 0, block, timeout)[0] if views else 0
@@ -118,12 +105,19 @@ class MessageQueue(QueueCore):
         """Remove and return the oldest message.  Raises
         :class:`ctipc.Empty` if none came before ``timeout`` (at once if
         not ``block``)."""
-        self._enter()
-        try:
-            got: list[bytes] = self._consume(self._take, 1, block, timeout)
-            return got[0]
-        finally:
-            self._leave()
+        carry = self._carry()
+        if not carry:
+            self._enter()
+            try:
+                self._consume(self._take, 1, block, timeout)  # into carry
+            finally:
+                self._leave()
+        # Handed over without a call in between (CPython runs no signal
+        # handler there): an exception before this point has left the
+        # message in this thread's carry-over, for its next get.
+        message = carry[0]
+        del carry[0]
+        return message
 
     def get_nowait(self) -> bytes:
         """``get(block=False)``."""
@@ -138,12 +132,16 @@ class MessageQueue(QueueCore):
             raise TypeError("max_messages must be an int")
         if max_messages < 1:
             raise ValueError("max_messages must be one or more")
-        self._enter()
-        try:
-            got: list[bytes] = self._consume(self._take, max_messages, block, timeout)
-            return got
-        finally:
-            self._leave()
+        carry = self._carry()
+        if not carry:
+            self._enter()
+            try:
+                self._consume(self._take, max_messages, block, timeout)  # into carry
+            finally:
+                self._leave()
+        got = carry[:max_messages]  # (as in get)
+        del carry[:max_messages]
+        return got
 
     def receive(self, block: bool = True, timeout: float | None = None) -> Received:
         """The oldest message, read in place and removed only once handled::
@@ -161,60 +159,10 @@ class MessageQueue(QueueCore):
         deadlines(block, timeout)  # bad timeouts fail here, before any wait
         return Received(self, block, timeout)
 
-    def wait_readable(self, timeout: float) -> bool:
-        """Wait at most ``timeout`` seconds (one slice at most) until a
-        message is probably there, without taking it.  True may also mean a
-        wake-up was used up: a caller that then takes nothing should give it
-        back with ``_wake_consumer()``.  ``aget`` waits with this in a thread
-        and takes the message in the event loop, so that cancelling it never
-        loses a message."""
-        self._enter()
-        try:
-            if not self._refresh_tail(time.monotonic() + timeout, 1):
-                return False
-            try:
-                if self._tail_seen != self._w[HEAD]:
-                    return True
-                return _os.semaphore_wait(self._data_sem, max(0.0, min(WAIT_SLICE, timeout)))
-            finally:
-                self._refresh_tail(patience_deadline(), -1)
-        finally:
-            self._leave()
-
-    def wait_writable(self, timeout: float, nbytes: int = 0) -> bool:
-        """Like ``wait_readable``, for room for a message of ``nbytes``."""
-        self._enter()
-        try:
-            if not self._refresh_head(time.monotonic() + timeout, 1):
-                return False
-            try:
-                if self._room_for(nbytes):
-                    return True
-                return _os.semaphore_wait(self._room_sem, max(0.0, min(WAIT_SLICE, timeout)))
-            finally:
-                self._refresh_head(patience_deadline(), -1)
-        finally:
-            self._leave()
-
-    def _wake_consumer(self) -> None:
-        self._give_back(self._data_sem)
-
-    def _wake_producer(self) -> None:
-        self._give_back(self._room_sem)
-
-    def _give_back(self, sem: int) -> None:
-        try:
-            self._enter()
-        except ValueError:
-            return  # closed: nobody here to wake
-        try:
-            wake(sem, 1)
-        finally:
-            self._leave()
-
     def listen(self, callback: Callable[[bytes], object]) -> Listener:
         """Start a daemon thread calling ``callback(message)`` for each
         message, in order; returns its :class:`Listener` (``stop()`` it)."""
+        self._check_open()
         return Listener(self, callback)
 
     def __aiter__(self) -> AsyncIterator[bytes]:
@@ -229,78 +177,6 @@ class MessageQueue(QueueCore):
         """``put()`` for asyncio: waits for room in a thread, never blocks
         the loop; cancelling it never puts a message twice."""
         await aio.aput(self, data)
-
-    def _txn_begin(self, reserve: bool, nbytes: int, block: bool,
-                   timeout: float | None) -> tuple[memoryview, Any]:  # fmt: skip
-        """Enter a receive (``reserve`` False) or reserve block: the view
-        and what ``_txn_end`` needs, with the side's mutex held."""
-        self._enter()
-        core = self._core
-        assert core is not None
-        try:
-            if reserve:
-                sent, held, registered = self._produce([], nbytes, block, timeout)
-                if not sent or held is None:
-                    raise Full(
-                        f"no room for {nbytes} bytes in MessageQueue {self.name!r} "
-                        f"{waited(block, timeout)}"
-                    )
-                tail, pos, skip = held
-                start = 0 if skip else pos
-                view = core.lend(self._ring_view[start + 8 : start + 8 + nbytes])
-                state: Any = (tail, pos, skip, nbytes, registered)
-            else:
-                offset, n, after, redelivered = self._consume(self._hold, 1, block, timeout)
-                view = core.lend(self._ring_view[offset - RING : offset - RING + n].toreadonly())
-                state = (after, redelivered)
-        except BaseException:
-            self._leave()
-            raise
-        self._txn_thread = threading.get_ident()
-        return view, state
-
-    def _txn_end(self, reserve: bool, view: memoryview, state: Any, commit: bool) -> None:
-        """Leave a receive or reserve block: publish (``commit``) or drop,
-        then release the mutex and wake whoever waits for the change."""
-        words, sleepers, registered = self._w, 0, False
-        mutex = self._put_mutex if reserve else self._get_mutex
-        # Closed meanwhile (by this thread: close() waits for other threads'
-        # blocks): the views of the queue are gone, so nothing can be
-        # published or removed; the mutex is still ours to release.
-        closed = self.closed
-        commit = commit and not closed
-        try:
-            if reserve:
-                tail, pos, skip, nbytes, registered = state
-                if commit:
-                    if skip:
-                        RECORD.pack_into(self._mm, RING + pos, WRAP, 0)
-                        tail += skip
-                        pos = 0
-                    RECORD.pack_into(self._mm, RING + pos, nbytes, 0)
-                    words[TAIL] = tail + record_size(nbytes)
-                    words[PUTS] = (words[PUTS] + 1) & U64_MASK
-                    sleepers = words[CONSUMERS_WAITING]
-            elif commit:
-                words[HEAD] = state[0]
-                words[GETS] = (words[GETS] + 1) & U64_MASK
-                words[RECEIVING] = 0
-                sleepers = words[PRODUCERS_WAITING]
-        finally:
-            if self._core is not None:
-                self._core.reclaim(view)  # released (exports: valid only inside the block)
-            self._txn_thread = None
-            try:
-                self._unlock(mutex)
-                if registered and not closed:
-                    self._refresh_head(patience_deadline(), -1)
-                if sleepers:
-                    wake(self._data_sem if reserve else self._room_sem, 1)
-            finally:
-                self._leave()
-        if closed:
-            what = "published" if reserve else "removed from the queue"
-            raise ValueError(f"MessageQueue was closed inside the block: nothing was {what}")
 
 
 class _Block:
@@ -323,14 +199,34 @@ class _Block:
         if self._state is not None:
             raise RuntimeError(f"this {type(self).__name__} was already used")
         self._state = ()  # used, even if entering fails
-        self.data, self._state = self._queue._txn_begin(self._reserve, *self._args)
-        self._inside = True
+        try:
+            self._queue._txn_begin(self)  # sets data, _state and _inside
+        except BaseException:
+            # An exception (a signal handler's) after the block began but
+            # before ``with`` could arrange for __exit__: end it here.
+            if self._inside:
+                self._queue._txn_end(self, False)
+            raise
         return self
+
+    def __del__(self) -> None:
+        # An exception (a signal handler's) raised at the very entry of
+        # __exit__, before its first line, leaves the block open: end it,
+        # changing nothing, once the block object is let go.
+        if getattr(self, "_inside", False):
+            try:
+                self._queue._txn_end(self, False)
+            except Exception:
+                pass
 
     def __exit__(self, exc_type: object, exc: object, tb: object) -> None:
         if self._inside:
-            self._inside = False
-            self._queue._txn_end(self._reserve, self.data, self._state, exc_type is None)
+            try:
+                self._queue._txn_end(self, exc_type is None)
+            except BaseException:
+                if self._inside:  # interrupted before _txn_end began: end it now
+                    self._queue._txn_end(self, False)
+                raise
 
 
 class Received(_Block):

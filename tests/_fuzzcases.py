@@ -102,7 +102,7 @@ def _mutate(rng: random.Random, letter: str, buf: bytearray, my_ns: int) -> list
     if letter in "lq":
         choices += ["area", "area", "mutex word"]
     if letter == "q":
-        choices += ["control", "control", "control", "ring", "ring"]
+        choices += ["control", "control", "control", "ring", "ring", "sleepers"]
     if letter == "m":
         choices += ["area"]
     what = rng.choice(choices)
@@ -176,11 +176,20 @@ def _mutate(rng: random.Random, letter: str, buf: bytearray, my_ns: int) -> list
         ]
         for _ in range(rng.randrange(1, 4)):
             w = rng.choice(words)
-            value = rng.choice([0, 1, 7, 8, Q_CAPACITY, Q_CAPACITY + 8, 2**62, 2**62 + 8,
+            value = rng.choice([0, 1, 4, 7, 8, 12, Q_CAPACITY, Q_CAPACITY - 4, Q_CAPACITY + 4,
+                                Q_CAPACITY + 8, 2**62, 2**62 + 8,
                                 2**63, 2**64 - 1, 2**64 - 8, rng.getrandbits(64),
                                 rng.randrange(0, 3 * Q_CAPACITY)])  # fmt: skip
             _set_word(buf, _ring.CONTROL + 8 * w, 8, value)
             done.append(f"control[{w}]={value}")
+    elif what == "sleepers":
+        # the tables of who waits: a slot's pid, count, token or namespace
+        table = rng.choice([_ring.CONSUMER_SLOTS, _ring.PRODUCER_SLOTS])
+        slot = table + 32 * rng.randrange(0, _ring.SLEEPER_SLOTS)
+        field, width = rng.choice([(0, 4), (4, 4), (8, 8), (16, 8)])
+        value = rng.choice([0, 1, os.getpid(), 2**31, 2**32 - 1, my_ns, rng.getrandbits(width * 8)])
+        _set_word(buf, slot + field, width, value)
+        done.append(f"sleepers@{slot}+{field}={value}")
     elif what == "ring":
         ring_len = size - _ring.RING
         if rng.random() < 0.6:
@@ -265,7 +274,7 @@ def use(letter, name):
                     r.data[:] = b"abc"
 
             for op in (obj.get_nowait, lambda: obj.put_nowait(b"hello"), obj.get_nowait,
-                       receive, reserve, receive):
+                       receive, reserve, receive, lambda: obj.get(timeout=0.01)):
                 try:
                     op()
                     outcomes.append("ok")

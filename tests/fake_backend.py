@@ -129,6 +129,7 @@ class FakeBackend:
     SEM_VALUE_MAX = SEM_MAX
     RELEASE_MAX = 2**16
     NAMESPACES: tuple[str, ...] = ()
+    STORES_ORDERED = True
 
     def __init__(self, directory: str, kernel_lifetime: bool = False, pid: int = 1000) -> None:
         self.PLATFORM = "fake-win" if kernel_lifetime else "fake-posix"

@@ -217,8 +217,8 @@ def _racing(q: ctipc.MessageQueue, method: str, child: Child) -> Callable[..., b
 @pytest.mark.parametrize(
     "side",
     [
-        pytest.param(("aput", "wait_writable", "get"), id="aput, a consumer makes room"),
-        pytest.param(("aget", "wait_readable", "put"), id="aget, a producer puts"),
+        pytest.param(("aput", "_wait_writable", "get"), id="aput, a consumer makes room"),
+        pytest.param(("aget", "_wait_readable", "put"), id="aget, a producer puts"),
     ],
 )
 def test_room_or_message_that_comes_just_before_the_wait_is_seen(

@@ -22,14 +22,13 @@ from typing import Any, Callable, cast
 
 import redis
 
-from .._args import check_size
+from .._args import check_queue_timeout, check_size
 from .._errors import BackendUnavailable, Empty, Full, IncompatibleError, LeaseLost
+from .._queue_core import as_bytes_view
 from .._ring import (
     DEFAULT_CAPACITY,
     DEFAULT_MAX_MESSAGE,
-    as_bytes_view,
     check_sizes,
-    queue_timeout,
     record_size,
 )
 from ._base import RedisObject, lease_ms, new_token
@@ -142,7 +141,7 @@ class MessageQueue(RedisObject):
         return data if type(data) is bytes else view.tobytes()
 
     def _deadline(self, block: bool, timeout: float | None) -> float | None:
-        seconds = queue_timeout(block, timeout)
+        seconds = check_queue_timeout(block, timeout)
         if not block:
             return time.monotonic()
         return None if seconds is None else time.monotonic() + seconds
@@ -305,7 +304,7 @@ class MessageQueue(RedisObject):
         the process dies or stalls past the lease, another consumer gets it;
         either way with ``redelivered`` True.  :class:`ctipc.LeaseLost` at
         the end of a block whose message went to another consumer meanwhile."""
-        queue_timeout(block, timeout)  # bad timeouts fail here, before any wait
+        check_queue_timeout(block, timeout)  # bad timeouts fail here, before any wait
         return Received(self, block, timeout)
 
     def reserve(self, nbytes: int, block: bool = True,
@@ -319,7 +318,7 @@ class MessageQueue(RedisObject):
             raise TypeError(f"nbytes must be an int, not {type(nbytes).__name__}")
         if not 0 <= nbytes <= self._max_message:
             raise ValueError(f"nbytes must be within 0..max_message={self._max_message}")
-        queue_timeout(block, timeout)
+        check_queue_timeout(block, timeout)
         return Reservation(self, nbytes, block, timeout)
 
     def _wait_room(self, nbytes: int, block: bool, timeout: float | None) -> None:
