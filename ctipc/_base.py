@@ -11,11 +11,11 @@ from ._errors import CorruptedError
 from ._lifetime import track
 from ._segment import Core
 
-__all__ = ["Acquirable", "Closable"]
+__all__ = ["AcquireInWith", "Acquirable", "Closable"]
 
 
 _T = TypeVar("_T", bound="Closable")
-_A = TypeVar("_A", bound="Acquirable")
+_A = TypeVar("_A", bound="AcquireInWith")
 
 
 class Closable:
@@ -141,9 +141,9 @@ def mutex_error(error: OSError, name: str) -> Exception:
     return error
 
 
-class Acquirable(Closable):
-    """Semaphore and Lock: ``with obj:`` acquires and releases (as with
-    ``threading``); use ``contextlib.closing`` to close with ``with``."""
+class AcquireInWith:
+    """``with obj:`` acquires and releases, as with ``threading`` (the Lock
+    and Semaphore of every backend); ``contextlib.closing`` closes instead."""
 
     def acquire(self, blocking: bool = True, timeout: float | None = None) -> bool:
         raise NotImplementedError
@@ -162,3 +162,7 @@ class Acquirable(Closable):
         tb: TracebackType | None,
     ) -> None:
         self.release()
+
+
+class Acquirable(AcquireInWith, Closable):
+    """Semaphore and Lock: named objects that ``with`` acquires and releases."""

@@ -14,10 +14,10 @@ from __future__ import annotations
 import os
 import threading
 import time
-from types import TracebackType
-from typing import Any, TypeVar
+from typing import Any
 
 from .._args import check_timeout
+from .._base import AcquireInWith
 from .._errors import LeaseLost
 from ._base import RedisObject, deadline_of, lease_ms, new_token
 from ._conn import DEFAULT_LEASE, WAIT_SLICE
@@ -27,14 +27,11 @@ __all__ = ["Lock", "Semaphore"]
 
 SEM_VALUE_MAX = 2**31 - 1
 
-_A = TypeVar("_A", bound="_Acquirable")
-
-
 def _me() -> tuple[int, int]:
     return os.getpid(), threading.get_ident()
 
 
-class _Acquirable(RedisObject):
+class _Acquirable(AcquireInWith, RedisObject):
     """The waiting loop of Lock and Semaphore; ``with`` acquires and releases."""
 
     _lease_ms = 0
@@ -79,23 +76,6 @@ class _Acquirable(RedisObject):
         self._conn.renewer.add(lease)
         return lease
 
-    def acquire(self, blocking: bool = True, timeout: float | None = None) -> bool:
-        raise NotImplementedError
-
-    def release(self) -> None:
-        raise NotImplementedError
-
-    def __enter__(self: _A) -> _A:
-        self.acquire()
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.release()
 
 
 class Lock(_Acquirable):
