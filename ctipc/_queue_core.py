@@ -32,7 +32,7 @@ import time
 from typing import Any, Callable
 
 from ._args import check_open_args, check_size
-from ._backend import MUTEX_TIMEOUT, WAIT_SLICE
+from ._backend import MUTEX_TIMEOUT
 from ._backend import os_backend as _os
 from ._base import Closable, mutex_error
 from ._errors import CorruptedError, Empty, Full, waited
@@ -62,7 +62,7 @@ from ._ring import (
     queued,
 )
 from ._segment import Core
-from ._wait import Spinner, deadlines, next_slice, patience_deadline
+from ._wait import Spinner, deadlines, patience_deadline, wait
 
 __all__ = ["QueueCore", "as_bytes_view"]
 
@@ -293,17 +293,13 @@ class QueueCore(Closable):
                 raise mutex_error(e, self.name) from None
 
     def _lock_slices(self, mutex: Any, deadline: float | None) -> bool:
-        # Critical sections last microseconds: polling briefly usually gets
-        # the mutex without sleeping in the kernel and being woken.
-        if self._lock_spinner.spin(lambda: bool(_os.mutex_acquire(mutex, 0.0))):
-            return True
-        while True:
-            slice_ = next_slice(deadline)
-            if slice_ <= 0.0:
-                return False
-            self._check_open()
-            if _os.mutex_acquire(mutex, slice_) != MUTEX_TIMEOUT:
-                return True
+        # Critical sections last microseconds: polling briefly (the spinner)
+        # usually gets the mutex without sleeping in the kernel and being woken.
+        return wait(
+            lambda seconds: _os.mutex_acquire(mutex, seconds) != MUTEX_TIMEOUT,
+            True, None, self._check_open, self._lock_spinner,
+            deadline=deadline, first_try=False,
+        )  # fmt: skip
 
     def _refresh_tail(self, deadline: float | None, waiting: int = 0) -> bool:
         """Read ``tail`` (under the put mutex where stores are not ordered);
@@ -556,7 +552,14 @@ class QueueCore(Closable):
         count = len(views) or 1
         registered = retried = spun = False
         held: tuple[int, int, int] | None = None
-        try:
+
+        def attempt(seconds: float) -> bool:
+            """Put (or reserve) what fits, after a wait of ``seconds`` for
+            room; True once done or given up, False to wait for room."""
+            nonlocal sent, held, registered, retried, spun, patience
+            if seconds:
+                _os.semaphore_wait(self._room_sem, seconds)
+                patience = deadline
             while sent < count:
                 if views:
                     done = self._append(views[sent:], patience)
@@ -564,7 +567,7 @@ class QueueCore(Closable):
                     outcome = self._reserve_at(nbytes, patience)
                     if isinstance(outcome, tuple):
                         held = outcome
-                        return 1, held, registered
+                        return True
                     done = outcome
                 if done > 0:
                     sent += done
@@ -579,7 +582,7 @@ class QueueCore(Closable):
                 # read the head again, registering as a sleeper once so that
                 # a get from now on posts for us.
                 if done < 0 or not self._refresh_head(patience, 0 if registered else 1):
-                    break
+                    return True  # given up: no mutex in time
                 registered = True
                 # Room by the fresh head: try again, once; a second miss in a
                 # row waits (another producer took the room, or the
@@ -589,12 +592,13 @@ class QueueCore(Closable):
                     retried = True
                     continue
                 retried = False
-                slice_ = next_slice(deadline)
-                if slice_ <= 0.0:
-                    break
-                self._check_open()
-                _os.semaphore_wait(self._room_sem, slice_)
-                patience = deadline
+                return False
+            return True
+
+        try:
+            wait(attempt, block, None, self._check_open, deadline=deadline)
+            if held is not None:
+                return 1, held, registered
         finally:
             if registered and held is None:
                 self._refresh_head(patience_deadline(), -1)
@@ -722,30 +726,30 @@ class QueueCore(Closable):
             if got:
                 return got
         registered = False
+
+        def attempt(seconds: float) -> bool:
+            nonlocal registered, got
+            if seconds:
+                _os.semaphore_wait(self._data_sem, seconds)
+            # Read the tail under the put mutex, registering as a sleeper
+            # the first time, so that a put from now on posts for us.
+            if self._refresh_tail(deadline, 0 if registered else 1):
+                registered = True
+                got = step(limit, deadline)
+            return bool(got)
+
         try:
-            while True:
-                # Read the tail under the put mutex, registering as a sleeper
-                # the first time, so that a put from now on posts for us.
-                if self._refresh_tail(deadline, 0 if registered else 1):
-                    registered = True
-                    got = step(limit, deadline)
-                    if got:
-                        return got
-                slice_ = next_slice(deadline)
-                if slice_ <= 0.0:
-                    raise Empty(
-                        f"no message in MessageQueue {self.name!r} {waited(block, timeout)}"
-                    )
-                self._check_open()
-                _os.semaphore_wait(self._data_sem, slice_)
+            if wait(attempt, True, None, self._check_open, deadline=deadline):
+                return got
+            raise Empty(f"no message in MessageQueue {self.name!r} {waited(block, timeout)}")
         finally:
             if registered:
                 self._refresh_tail(patience_deadline(), -1)
 
     # -- waits for the asyncio adapters (aio.py) ----------------------------------------
     def _wait_readable(self, timeout: float) -> bool:
-        """Wait at most ``timeout`` seconds (one slice at most) until a
-        message is probably there, without taking it.  True may also mean a
+        """Wait at most ``timeout`` seconds (one slice: aio's ``wait`` loop
+        gives it) until a message is probably there, without taking it.  True may also mean a
         wake-up was used up: a caller that then takes nothing should give it
         back with ``_wake_consumer()``.  ``aget`` waits with this in a thread
         and takes the message in the event loop, so that cancelling it never
@@ -759,7 +763,7 @@ class QueueCore(Closable):
             try:
                 if self._tail_seen != self._w[HEAD]:
                     return True
-                return _os.semaphore_wait(self._data_sem, max(0.0, min(WAIT_SLICE, timeout)))
+                return _os.semaphore_wait(self._data_sem, timeout)
             finally:
                 self._refresh_tail(patience_deadline(), -1)
         finally:
@@ -774,7 +778,7 @@ class QueueCore(Closable):
             try:
                 if self._room_for(nbytes):
                     return True
-                return _os.semaphore_wait(self._room_sem, max(0.0, min(WAIT_SLICE, timeout)))
+                return _os.semaphore_wait(self._room_sem, timeout)
             finally:
                 self._refresh_head(patience_deadline(), -1)
         finally:
