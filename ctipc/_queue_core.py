@@ -546,6 +546,15 @@ class QueueCore(Closable):
             if sent == len(views):
                 return sent, None, False
             sent = max(sent, 0)
+        return self._produce_waiting(views, nbytes, block, timeout, sent)
+
+    def _produce_waiting(
+        self, views: list[bytes | memoryview], nbytes: int, block: bool, timeout: float | None,
+        sent: int,
+    ) -> tuple[int, tuple[int, int, int] | None, bool]:  # fmt: skip
+        """``_produce`` beyond its first try, ``sent`` of ``views`` put.
+        (A method of its own: the wait's closure makes the variables it
+        shares cells, slower to use on the first try.)"""
         if self._txn_thread is not None:
             self._check_txn()
         deadline, patience = deadlines(block, timeout)
@@ -725,7 +734,17 @@ class QueueCore(Closable):
             got = step(limit, deadline)
             if got:
                 return got
+        return self._sleep_for_messages(step, limit, deadline, block, timeout)
+
+    def _sleep_for_messages(
+        self, step: Callable[[int, float | None], Any], limit: int, deadline: float | None,
+        block: bool, timeout: float | None,
+    ) -> Any:  # fmt: skip
+        """``_consume``'s wait, once no message came in moments.  (A method
+        of its own: the wait's closure makes the variables it shares cells,
+        slower to use on the paths before it.)"""
         registered = False
+        got: Any = None
 
         def attempt(seconds: float) -> bool:
             nonlocal registered, got
