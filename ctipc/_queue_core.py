@@ -32,7 +32,7 @@ import time
 from typing import Any, Callable
 
 from ._args import check_open_args, check_size
-from ._backend import MUTEX_TIMEOUT
+from ._backend import MUTEX_TIMEOUT, Mutex, SemaphoreHandle
 from ._backend import os_backend as _os
 from ._base import Closable, mutex_error
 from ._errors import CorruptedError, Empty, Full, waited
@@ -83,7 +83,7 @@ def as_bytes_view(message: object) -> memoryview:
     return view.cast("B") if view.c_contiguous else memoryview(view.tobytes())
 
 
-def wake(sem: int, n: int) -> None:
+def wake(sem: SemaphoreHandle, n: int) -> None:
     """Post up to ``n`` wake-ups, fewer where the semaphore already holds
     some: a sleeper killed while registered leaves the count of sleepers too
     high, and its posts must not pile up.  A wake-up is a hint (sleepers also
@@ -130,7 +130,7 @@ def _uncalm(old: Any = None) -> None:
 _CALMED: list[Any] = [None]
 
 
-def _let_go_calmly(mutex: Any) -> None:
+def _let_go_calmly(mutex: Mutex) -> None:
     """``_let_go`` with signals blocked: the repair after an exception."""
     calm = _calm()
     try:
@@ -139,7 +139,7 @@ def _let_go_calmly(mutex: Any) -> None:
         _uncalm(calm)
 
 
-def _let_go(mutex: Any) -> None:
+def _let_go(mutex: Mutex) -> None:
     """After an exception at an unknown point of a critical section: release
     ``mutex`` if this thread holds it.  Every backend refuses (PermissionError)
     a release by a thread that does not hold it, so this never frees a mutex
@@ -273,7 +273,7 @@ class QueueCore(Closable):
         super().close()
 
     # -- locking -----------------------------------------------------------------
-    def _lock(self, try_lock: Callable[[], int], mutex: Any, deadline: float | None) -> bool:
+    def _lock(self, try_lock: Callable[[], int], mutex: Mutex, deadline: float | None) -> bool:
         """Take a side's mutex; False if it was not had by the deadline.  A
         dead holder's state needs no repair: a position is published by one
         store, after the bytes it covers.  Callers call this inside a
@@ -285,14 +285,14 @@ class QueueCore(Closable):
         except OSError as e:
             raise mutex_error(e, self.name) from None
 
-    def _unlock(self, unlock: Callable[[], int], mutex: Any) -> None:
+    def _unlock(self, unlock: Callable[[], int], mutex: Mutex) -> None:
         if unlock() != 0:
             try:
                 _os.mutex_release(mutex)  # raises why the bound release failed
             except OSError as e:
                 raise mutex_error(e, self.name) from None
 
-    def _lock_slices(self, mutex: Any, deadline: float | None) -> bool:
+    def _lock_slices(self, mutex: Mutex, deadline: float | None) -> bool:
         # Critical sections last microseconds: polling briefly (the spinner)
         # usually gets the mutex without sleeping in the kernel and being woken.
         return wait(
@@ -318,7 +318,7 @@ class QueueCore(Closable):
         return self._refresh(self._try_get, self._get_mutex, self._unlock_get,
                              HEAD, PRODUCERS_WAITING, waiting, deadline)  # fmt: skip
 
-    def _refresh(self, try_lock: Callable[[], int], mutex: Any, unlock: Callable[[], int],
+    def _refresh(self, try_lock: Callable[[], int], mutex: Mutex, unlock: Callable[[], int],
                  position: int, sleepers: int, waiting: int,
                  deadline: float | None) -> bool:  # fmt: skip
         words = self._w
@@ -809,7 +809,7 @@ class QueueCore(Closable):
     def _wake_producer(self) -> None:
         self._give_back(self._room_sem)
 
-    def _give_back(self, sem: int) -> None:
+    def _give_back(self, sem: SemaphoreHandle) -> None:
         try:
             self._enter()
         except ValueError:
