@@ -767,10 +767,10 @@ class QueueCore(Closable):
 
     # -- waits for the asyncio adapters (aio.py) ----------------------------------------
     def _wait_readable(self, timeout: float) -> bool:
-        """Wait at most ``timeout`` seconds (one slice: aio's ``wait`` loop
-        gives it) until a message is probably there, without taking it.  True may also mean a
-        wake-up was used up: a caller that then takes nothing should give it
-        back with ``_wake_consumer()``.  ``aget`` waits with this in a thread
+        """Wait at most ``timeout`` seconds (one slice, which aio's ``wait``
+        loop gives) until a message is probably there, without taking it.
+        True may also mean a wake-up was used up: a caller that then takes
+        nothing should give it back with ``_wake_consumer()``.  ``aget`` waits with this in a thread
         and takes the message in the event loop, so that cancelling it never
         loses a message."""
         self._enter()
