@@ -49,7 +49,7 @@ from __future__ import annotations
 
 import mmap
 import sys
-from typing import Any, Callable, Final, Protocol
+from typing import TYPE_CHECKING, Callable, Final, Protocol, TypeVar, cast
 
 __all__ = [
     "MUTEX_ACQUIRED",
@@ -60,6 +60,7 @@ __all__ = [
     "Backend",
     "Mutex",
     "Segment",
+    "SemaphoreHandle",
     "os_backend",
 ]
 
@@ -78,19 +79,60 @@ WAIT_SLICE: Final = 0.05
 # wake-up (tens of microseconds each), and an idle waiter still sleeps.
 SPIN: Final = 50e-6
 
-# Handles are the OS module's own small objects.  They are typed Any here: a
-# Protocol parameter may not be narrowed by an implementation, and the
-# portable layer only passes them back (plus, on a segment: ``.os_name``,
-# the OS name; ``.size``, its size in bytes or None where the OS cannot tell;
-# ``.identity``, a value that tells it apart from a later segment under the
-# same name (None where names are never unlinked); ``.other_owner``, the uid that
-# owns it if that is another user, else None; ``.age``, seconds since it was made).
-Segment = Any
-Mutex = Any
+# Handles are the OS module's own small objects.  The portable layer sees
+# each through a Protocol of what it may use: only these attributes of a
+# segment, nothing of a mutex or a semaphore handle (it passes them back).
+# ``Backend`` takes the OS module's concrete handle types as parameters
+# (a Protocol's parameter may not be narrowed by an implementation), which
+# must satisfy these Protocols; mypy checks both below, once per --platform.
 
 
-class Backend(Protocol):
-    """What an OS module provides.  Every function is module-level."""
+class Segment(Protocol):
+    """An open shared-memory object, as the portable layer reads it."""
+
+    @property
+    def os_name(self) -> str:
+        """The OS name it was opened under."""
+        ...
+
+    @property
+    def size(self) -> int | None:
+        """Its size in bytes; None where the OS cannot tell."""
+        ...
+
+    @property
+    def identity(self) -> object:
+        """What tells it apart from a later segment under the same name
+        (None where names are never unlinked)."""
+        ...
+
+    @property
+    def other_owner(self) -> int | None:
+        """The uid that owns it if that is another user, else None."""
+        ...
+
+    @property
+    def age(self) -> float:
+        """Seconds since it was made."""
+        ...
+
+
+class Mutex(Protocol):
+    """A crash-safe mutex handle: opaque, only passed back."""
+
+
+class SemaphoreHandle(Protocol):
+    """A semaphore handle: opaque, only passed back."""
+
+
+_Seg = TypeVar("_Seg", bound=Segment)
+_Mutex = TypeVar("_Mutex", bound=Mutex)
+_Sem = TypeVar("_Sem", bound=SemaphoreHandle)
+
+
+class Backend(Protocol[_Seg, _Mutex, _Sem]):
+    """What an OS module provides.  Every function is module-level.  The
+    parameters are its handle types."""
 
     #: short platform tag for diagnostics ("linux", "darwin", "win32", ...)
     PLATFORM: str
@@ -127,23 +169,23 @@ class Backend(Protocol):
     STORES_ORDERED: bool
 
     # -- shared memory -------------------------------------------------------
-    def segment_create(self, os_name: str, size: int, mode: int, timeout: float) -> Segment:
+    def segment_create(self, os_name: str, size: int, mode: int, timeout: float) -> _Seg:
         """Create a new object of ``size`` bytes (memory reserved up front where
         the OS allows, so a full ``/dev/shm`` fails here with ENOSPC, not with
         SIGBUS later).  Raises FileExistsError.  Returns with the segment lock
         held (see ``segment_lock``); TimeoutError if that takes over ``timeout``."""
         ...
 
-    def segment_attach(self, os_name: str) -> Segment:
+    def segment_attach(self, os_name: str) -> _Seg:
         """Open an existing object; FileNotFoundError if there is none."""
         ...
 
-    def segment_map(self, seg: Segment, offset: int, length: int) -> mmap.mmap:
+    def segment_map(self, seg: _Seg, offset: int, length: int) -> mmap.mmap:
         """Map ``length`` bytes at ``offset`` (a multiple of
         ``mmap.ALLOCATIONGRANULARITY``) read-write."""
         ...
 
-    def segment_close(self, seg: Segment) -> None:
+    def segment_close(self, seg: _Seg) -> None:
         """Close the handle(s).  Mappings are closed by the caller first."""
         ...
 
@@ -151,7 +193,7 @@ class Backend(Protocol):
         """Remove the name; False if it did not exist.  No-op on Windows."""
         ...
 
-    def segment_named(self, seg: Segment) -> bool:
+    def segment_named(self, seg: _Seg) -> bool:
         """True if ``seg``'s OS name still leads to ``seg`` (not to another
         segment created under the name since, nor to nothing).  Needs no
         new descriptor where the OS allows."""
@@ -161,83 +203,83 @@ class Backend(Protocol):
         """OS names of the ctipc shared-memory objects on this machine."""
         ...
 
-    def segment_lock(self, seg: Segment, timeout: float) -> bool:
+    def segment_lock(self, seg: _Seg, timeout: float) -> bool:
         """Take the segment's lock, which serialises creation, attach and
         detach between processes and is released by the kernel when its holder
         dies.  One slice: waits at most ``timeout`` (<= ``WAIT_SLICE``; the
         caller loops); False if it could not be taken by then."""
         ...
 
-    def segment_unlock(self, seg: Segment) -> None: ...
+    def segment_unlock(self, seg: _Seg) -> None: ...
 
     # -- semaphores ----------------------------------------------------------
-    def semaphore_open(self, os_name: str, create: bool, initial: int, mode: int) -> int:
+    def semaphore_open(self, os_name: str, create: bool, initial: int, mode: int) -> _Sem:
         """create=True: create, FileExistsError if it exists; False: attach,
         FileNotFoundError if missing, ``CorruptedError`` if what is there
         cannot be a semaphore (a truncated file that mapping would turn into
         SIGBUS)."""
         ...
 
-    def semaphore_close(self, handle: int) -> None: ...
+    def semaphore_close(self, handle: _Sem) -> None: ...
 
     def semaphore_unlink(self, os_name: str) -> bool: ...
 
-    def semaphore_trywait(self, handle: int) -> bool: ...
+    def semaphore_trywait(self, handle: _Sem) -> bool: ...
 
-    def semaphore_wait(self, handle: int, timeout: float) -> bool:
+    def semaphore_wait(self, handle: _Sem, timeout: float) -> bool:
         """Wait at most ``timeout`` seconds (one slice)."""
         ...
 
-    def semaphore_post(self, handle: int, n: int) -> None:
+    def semaphore_post(self, handle: _Sem, n: int) -> None:
         """Add ``n`` (1..RELEASE_MAX) permits.  OSError with errno EOVERFLOW if
         the value would pass ``SEM_VALUE_MAX`` (where posts go one by one,
         those before it stay posted)."""
         ...
 
-    def semaphore_bind(self, handle: int) -> tuple[Callable[[], int], Callable[[], int]]:
+    def semaphore_bind(self, handle: _Sem) -> tuple[Callable[[], int], Callable[[], int]]:
         """``(try_wait, post)``: see "Bound calls" above."""
         ...
 
-    def semaphore_value(self, handle: int) -> int | None: ...
+    def semaphore_value(self, handle: _Sem) -> int | None: ...
 
     # -- crash-safe mutex (Lock) ---------------------------------------------
-    def mutex_create(self, seg: Segment, offset: int) -> Mutex:
+    def mutex_create(self, seg: _Seg, offset: int) -> _Mutex:
         """Initialise a mutex in the segment at ``offset`` (64 bytes, page-aligned)."""
         ...
 
-    def mutex_open(self, seg: Segment, offset: int) -> Mutex: ...
+    def mutex_open(self, seg: _Seg, offset: int) -> _Mutex: ...
 
-    def mutex_bind(self, mutex: Mutex) -> tuple[Callable[[], int], Callable[[], int]]:
+    def mutex_bind(self, mutex: _Mutex) -> tuple[Callable[[], int], Callable[[], int]]:
         """``(try_lock, unlock)``: see "Bound calls" above."""
         ...
 
-    def mutex_locked(self, mutex: Mutex) -> bool:
+    def mutex_locked(self, mutex: _Mutex) -> bool:
         """True while any thread of any process holds it (a snapshot).  A
         mutex whose owner died holding it is not locked: the next acquire
         takes it at once (and reports the death)."""
         ...
 
-    def mutex_held(self, mutex: Mutex) -> bool:
+    def mutex_held(self, mutex: _Mutex) -> bool:
         """True if the calling thread holds it, as the OS records it."""
         ...
 
-    def mutex_abandoned(self, seg: Segment, offset: int) -> bool:
+    def mutex_abandoned(self, seg: _Seg, offset: int) -> bool:
         """With the segment lock held and no live process attached: True if
         the mutex at ``offset`` was held by a process that died holding it
         (so the next acquire must report it).  Reads only."""
         ...
 
-    def mutex_acquire(self, mutex: Mutex, timeout: float) -> int:
+    def mutex_acquire(self, mutex: _Mutex, timeout: float) -> int:
         """One wait of at most ``timeout`` (0: try).  Returns ``MUTEX_TIMEOUT``,
         ``MUTEX_ACQUIRED`` or ``MUTEX_OWNER_DIED`` (acquired from a holder that
         died; the mutex is already made consistent)."""
         ...
 
-    def mutex_release(self, mutex: Mutex) -> None:
+    def mutex_release(self, mutex: _Mutex) -> None:
         """PermissionError if the calling thread does not hold it."""
         ...
 
-    def mutex_close(self, mutex: Mutex) -> None:
+    def mutex_close(self, mutex: _Mutex) -> None:
         """Drop the mutex's handles/references to the mapping (not held)."""
         ...
 
@@ -266,4 +308,11 @@ if sys.platform == "win32":
 else:
     from . import _posix as _os
 
-os_backend: Backend = _os
+if TYPE_CHECKING:
+    # The OS module implements the interface, its handle types satisfy the
+    # handle Protocols.
+    _implemented: Backend[_os.Segment, _os.Mutex, int] = _os
+
+# The portable layer sees the handles only through their Protocols: it gets
+# each from this backend and gives it back to the same backend.
+os_backend = cast("Backend[Segment, Mutex, SemaphoreHandle]", _os)

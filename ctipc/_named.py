@@ -13,7 +13,6 @@ different process created under the same name meanwhile (docs/FORMAT.md,
 from __future__ import annotations
 
 import mmap
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Callable, NamedTuple
@@ -59,10 +58,7 @@ def lock(seg: Segment, deadline: float) -> bool:
     """Take ``seg``'s lock, waiting (in backend slices) until ``deadline``
     (a ``time.monotonic()`` value; one try once it has passed)."""
     return wait(
-        lambda seconds: _os.segment_lock(seg, seconds),
-        True,
-        max(0.0, deadline - time.monotonic()),
-        _never_closed,
+        lambda seconds: _os.segment_lock(seg, seconds), True, None, _never_closed, deadline=deadline
     )
 
 

@@ -61,6 +61,7 @@ from ._posix_ffi import SEM_VALUE as SEM_VALUE
 from ._posix_ffi import SEM_VALUE_MAX as SEM_VALUE_MAX
 from ._posix_ffi import STORES_ORDERED as STORES_ORDERED
 from ._posix_ffi import TIMED_WAIT_NATIVE as TIMED_WAIT_NATIVE
+from ._posix_lock import Mutex as Mutex
 from ._posix_lock import mutex_abandoned as mutex_abandoned
 from ._posix_lock import mutex_acquire as mutex_acquire
 from ._posix_lock import mutex_bind as mutex_bind

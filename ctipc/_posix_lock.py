@@ -24,7 +24,7 @@ import threading
 import time
 from ctypes import POINTER, byref, c_int, c_void_p
 from functools import partial
-from typing import Any, Callable
+from typing import Any, Callable, Union
 
 from ._backend import MUTEX_ACQUIRED, MUTEX_OWNER_DIED, MUTEX_TIMEOUT, WAIT_SLICE
 from ._posix_ffi import (
@@ -181,7 +181,7 @@ class _FlockMutex:
         self.closing = False  # closed while held: close the fd at release
 
 
-Mutex = Any  # _RobustMutex | _FlockMutex
+Mutex = Union[_RobustMutex, _FlockMutex]
 
 
 def _init(addr: Any) -> None:

@@ -32,7 +32,7 @@ import time
 from typing import Any, Callable
 
 from ._args import check_open_args, check_size
-from ._backend import MUTEX_TIMEOUT, WAIT_SLICE
+from ._backend import MUTEX_TIMEOUT, Mutex, SemaphoreHandle
 from ._backend import os_backend as _os
 from ._base import Closable, mutex_error
 from ._errors import CorruptedError, Empty, Full, waited
@@ -62,7 +62,7 @@ from ._ring import (
     queued,
 )
 from ._segment import Core
-from ._wait import Spinner, deadlines, next_slice, patience_deadline
+from ._wait import Spinner, deadlines, patience_deadline, wait
 
 __all__ = ["QueueCore", "as_bytes_view"]
 
@@ -83,7 +83,7 @@ def as_bytes_view(message: object) -> memoryview:
     return view.cast("B") if view.c_contiguous else memoryview(view.tobytes())
 
 
-def wake(sem: int, n: int) -> None:
+def wake(sem: SemaphoreHandle, n: int) -> None:
     """Post up to ``n`` wake-ups, fewer where the semaphore already holds
     some: a sleeper killed while registered leaves the count of sleepers too
     high, and its posts must not pile up.  A wake-up is a hint (sleepers also
@@ -130,7 +130,7 @@ def _uncalm(old: Any = None) -> None:
 _CALMED: list[Any] = [None]
 
 
-def _let_go_calmly(mutex: Any) -> None:
+def _let_go_calmly(mutex: Mutex) -> None:
     """``_let_go`` with signals blocked: the repair after an exception."""
     calm = _calm()
     try:
@@ -139,7 +139,7 @@ def _let_go_calmly(mutex: Any) -> None:
         _uncalm(calm)
 
 
-def _let_go(mutex: Any) -> None:
+def _let_go(mutex: Mutex) -> None:
     """After an exception at an unknown point of a critical section: release
     ``mutex`` if this thread holds it.  Every backend refuses (PermissionError)
     a release by a thread that does not hold it, so this never frees a mutex
@@ -273,7 +273,7 @@ class QueueCore(Closable):
         super().close()
 
     # -- locking -----------------------------------------------------------------
-    def _lock(self, try_lock: Callable[[], int], mutex: Any, deadline: float | None) -> bool:
+    def _lock(self, try_lock: Callable[[], int], mutex: Mutex, deadline: float | None) -> bool:
         """Take a side's mutex; False if it was not had by the deadline.  A
         dead holder's state needs no repair: a position is published by one
         store, after the bytes it covers.  Callers call this inside a
@@ -285,25 +285,21 @@ class QueueCore(Closable):
         except OSError as e:
             raise mutex_error(e, self.name) from None
 
-    def _unlock(self, unlock: Callable[[], int], mutex: Any) -> None:
+    def _unlock(self, unlock: Callable[[], int], mutex: Mutex) -> None:
         if unlock() != 0:
             try:
                 _os.mutex_release(mutex)  # raises why the bound release failed
             except OSError as e:
                 raise mutex_error(e, self.name) from None
 
-    def _lock_slices(self, mutex: Any, deadline: float | None) -> bool:
-        # Critical sections last microseconds: polling briefly usually gets
-        # the mutex without sleeping in the kernel and being woken.
-        if self._lock_spinner.spin(lambda: bool(_os.mutex_acquire(mutex, 0.0))):
-            return True
-        while True:
-            slice_ = next_slice(deadline)
-            if slice_ <= 0.0:
-                return False
-            self._check_open()
-            if _os.mutex_acquire(mutex, slice_) != MUTEX_TIMEOUT:
-                return True
+    def _lock_slices(self, mutex: Mutex, deadline: float | None) -> bool:
+        # Critical sections last microseconds: polling briefly (the spinner)
+        # usually gets the mutex without sleeping in the kernel and being woken.
+        return wait(
+            lambda seconds: _os.mutex_acquire(mutex, seconds) != MUTEX_TIMEOUT,
+            True, None, self._check_open, self._lock_spinner,
+            deadline=deadline, first_try=False,
+        )  # fmt: skip
 
     def _refresh_tail(self, deadline: float | None, waiting: int = 0) -> bool:
         """Read ``tail`` (under the put mutex where stores are not ordered);
@@ -322,7 +318,7 @@ class QueueCore(Closable):
         return self._refresh(self._try_get, self._get_mutex, self._unlock_get,
                              HEAD, PRODUCERS_WAITING, waiting, deadline)  # fmt: skip
 
-    def _refresh(self, try_lock: Callable[[], int], mutex: Any, unlock: Callable[[], int],
+    def _refresh(self, try_lock: Callable[[], int], mutex: Mutex, unlock: Callable[[], int],
                  position: int, sleepers: int, waiting: int,
                  deadline: float | None) -> bool:  # fmt: skip
         words = self._w
@@ -550,13 +546,29 @@ class QueueCore(Closable):
             if sent == len(views):
                 return sent, None, False
             sent = max(sent, 0)
+        return self._produce_waiting(views, nbytes, block, timeout, sent)
+
+    def _produce_waiting(
+        self, views: list[bytes | memoryview], nbytes: int, block: bool, timeout: float | None,
+        sent: int,
+    ) -> tuple[int, tuple[int, int, int] | None, bool]:  # fmt: skip
+        """``_produce`` beyond its first try, ``sent`` of ``views`` put.
+        (A method of its own: the wait's closure makes the variables it
+        shares cells, slower to use on the first try.)"""
         if self._txn_thread is not None:
             self._check_txn()
         deadline, patience = deadlines(block, timeout)
         count = len(views) or 1
         registered = retried = spun = False
         held: tuple[int, int, int] | None = None
-        try:
+
+        def attempt(seconds: float) -> bool:
+            """Put (or reserve) what fits, after a wait of ``seconds`` for
+            room; True once done or given up, False to wait for room."""
+            nonlocal sent, held, registered, retried, spun, patience
+            if seconds:
+                _os.semaphore_wait(self._room_sem, seconds)
+                patience = deadline
             while sent < count:
                 if views:
                     done = self._append(views[sent:], patience)
@@ -564,7 +576,7 @@ class QueueCore(Closable):
                     outcome = self._reserve_at(nbytes, patience)
                     if isinstance(outcome, tuple):
                         held = outcome
-                        return 1, held, registered
+                        return True
                     done = outcome
                 if done > 0:
                     sent += done
@@ -579,7 +591,7 @@ class QueueCore(Closable):
                 # read the head again, registering as a sleeper once so that
                 # a get from now on posts for us.
                 if done < 0 or not self._refresh_head(patience, 0 if registered else 1):
-                    break
+                    return True  # given up: no mutex in time
                 registered = True
                 # Room by the fresh head: try again, once; a second miss in a
                 # row waits (another producer took the room, or the
@@ -589,12 +601,13 @@ class QueueCore(Closable):
                     retried = True
                     continue
                 retried = False
-                slice_ = next_slice(deadline)
-                if slice_ <= 0.0:
-                    break
-                self._check_open()
-                _os.semaphore_wait(self._room_sem, slice_)
-                patience = deadline
+                return False
+            return True
+
+        try:
+            wait(attempt, block, None, self._check_open, deadline=deadline)
+            if held is not None:
+                return 1, held, registered
         finally:
             if registered and held is None:
                 self._refresh_head(patience_deadline(), -1)
@@ -721,33 +734,43 @@ class QueueCore(Closable):
             got = step(limit, deadline)
             if got:
                 return got
+        return self._sleep_for_messages(step, limit, deadline, block, timeout)
+
+    def _sleep_for_messages(
+        self, step: Callable[[int, float | None], Any], limit: int, deadline: float | None,
+        block: bool, timeout: float | None,
+    ) -> Any:  # fmt: skip
+        """``_consume``'s wait, once no message came in moments.  (A method
+        of its own: the wait's closure makes the variables it shares cells,
+        slower to use on the paths before it.)"""
         registered = False
+        got: Any = None
+
+        def attempt(seconds: float) -> bool:
+            nonlocal registered, got
+            if seconds:
+                _os.semaphore_wait(self._data_sem, seconds)
+            # Read the tail under the put mutex, registering as a sleeper
+            # the first time, so that a put from now on posts for us.
+            if self._refresh_tail(deadline, 0 if registered else 1):
+                registered = True
+                got = step(limit, deadline)
+            return bool(got)
+
         try:
-            while True:
-                # Read the tail under the put mutex, registering as a sleeper
-                # the first time, so that a put from now on posts for us.
-                if self._refresh_tail(deadline, 0 if registered else 1):
-                    registered = True
-                    got = step(limit, deadline)
-                    if got:
-                        return got
-                slice_ = next_slice(deadline)
-                if slice_ <= 0.0:
-                    raise Empty(
-                        f"no message in MessageQueue {self.name!r} {waited(block, timeout)}"
-                    )
-                self._check_open()
-                _os.semaphore_wait(self._data_sem, slice_)
+            if wait(attempt, True, None, self._check_open, deadline=deadline):
+                return got
+            raise Empty(f"no message in MessageQueue {self.name!r} {waited(block, timeout)}")
         finally:
             if registered:
                 self._refresh_tail(patience_deadline(), -1)
 
     # -- waits for the asyncio adapters (aio.py) ----------------------------------------
     def _wait_readable(self, timeout: float) -> bool:
-        """Wait at most ``timeout`` seconds (one slice at most) until a
-        message is probably there, without taking it.  True may also mean a
-        wake-up was used up: a caller that then takes nothing should give it
-        back with ``_wake_consumer()``.  ``aget`` waits with this in a thread
+        """Wait at most ``timeout`` seconds (one slice, which aio's ``wait``
+        loop gives) until a message is probably there, without taking it.
+        True may also mean a wake-up was used up: a caller that then takes
+        nothing should give it back with ``_wake_consumer()``.  ``aget`` waits with this in a thread
         and takes the message in the event loop, so that cancelling it never
         loses a message."""
         self._enter()
@@ -759,7 +782,7 @@ class QueueCore(Closable):
             try:
                 if self._tail_seen != self._w[HEAD]:
                     return True
-                return _os.semaphore_wait(self._data_sem, max(0.0, min(WAIT_SLICE, timeout)))
+                return _os.semaphore_wait(self._data_sem, timeout)
             finally:
                 self._refresh_tail(patience_deadline(), -1)
         finally:
@@ -774,7 +797,7 @@ class QueueCore(Closable):
             try:
                 if self._room_for(nbytes):
                     return True
-                return _os.semaphore_wait(self._room_sem, max(0.0, min(WAIT_SLICE, timeout)))
+                return _os.semaphore_wait(self._room_sem, timeout)
             finally:
                 self._refresh_head(patience_deadline(), -1)
         finally:
@@ -786,7 +809,7 @@ class QueueCore(Closable):
     def _wake_producer(self) -> None:
         self._give_back(self._room_sem)
 
-    def _give_back(self, sem: int) -> None:
+    def _give_back(self, sem: SemaphoreHandle) -> None:
         try:
             self._enter()
         except ValueError:

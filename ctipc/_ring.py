@@ -12,12 +12,12 @@ from __future__ import annotations
 
 import mmap
 import struct
-from typing import Any
 
 from . import _names
+from ._backend import Segment
 from ._backend import os_backend as _os
 from ._errors import CorruptedError, IncompatibleError
-from ._segment import HEADER_SIZE, Core, Header, Kind, register_kind
+from ._segment import HEADER_SIZE, Core, Header, Kind, Resources, register_kind
 
 DEFAULT_CAPACITY = 1 << 20
 DEFAULT_MAX_MESSAGE = 64 << 10
@@ -91,7 +91,7 @@ class QueueKind(Kind):
     def tag(self) -> bytes:
         return _os.MUTEX_ABI.encode("ascii")  # the queue's two mutexes
 
-    def count(self, seg: Any) -> int | None:
+    def count(self, seg: Segment) -> int | None:
         mm = _os.segment_map(seg, 0, CONTROL + PAGE)
         try:
             words = memoryview(mm)[CONTROL : CONTROL + 8 * CONTROL_WORDS].cast("Q")
@@ -103,7 +103,7 @@ class QueueKind(Kind):
             mm.close()
 
     def on_create(self, core: Core) -> None:
-        assert core.mm is not None
+        assert core.mm is not None and core.seg is not None
         r = core.resources
         r["put"] = _os.mutex_create(core.seg, PUT_MUTEX)
         r["get"] = _os.mutex_create(core.seg, GET_MUTEX)
@@ -111,7 +111,7 @@ class QueueKind(Kind):
             r[key] = _os.semaphore_open(_names.sibling(core.os_name, role), True, 0, core.mode)
 
     def on_attach(self, core: Core) -> None:
-        assert core.mm is not None
+        assert core.mm is not None and core.seg is not None
         r = core.resources
         r["put"] = _os.mutex_open(core.seg, PUT_MUTEX)
         r["get"] = _os.mutex_open(core.seg, GET_MUTEX)
@@ -121,7 +121,7 @@ class QueueKind(Kind):
             except FileNotFoundError:
                 raise CorruptedError(f"a semaphore of queue {core.name!r} is missing") from None
 
-    def release(self, resources: dict[str, Any]) -> None:
+    def release(self, resources: Resources) -> None:
         for key in ("put", "get"):
             if key in resources:
                 _os.mutex_close(resources.pop(key))

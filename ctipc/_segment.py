@@ -27,9 +27,9 @@ import threading
 import time
 import warnings
 import weakref
-from typing import Any
 
 from . import _names
+from ._backend import Mutex, Segment, SemaphoreHandle
 from ._backend import os_backend as _os
 from ._errors import CorruptedError, IncompatibleError
 from ._header import (
@@ -57,12 +57,16 @@ from ._named import (
     BUSY,
     CREATING,
     REMOVED,
+    Look,
     look,
     remove_if,
     remove_locked,
     stale_creation,
 )
 from ._named import lock as lock_segment
+
+# The OS handles a kind keeps for an open object, by its own keys.
+Resources = dict[str, "Mutex | SemaphoreHandle"]
 
 # How long an open waits for another process's create/attach/close to finish
 # before it gives up (TimeoutError): far longer than any of them takes.
@@ -119,19 +123,19 @@ class Kind:
     def on_attach(self, core: Core) -> None:
         """Open the kind's own OS resources in an attaching process."""
 
-    def release(self, resources: dict[str, Any]) -> None:
+    def release(self, resources: Resources) -> None:
         """Close the OS handles ``on_create``/``on_attach`` put in
         ``resources`` (pop them: this may run twice).  Called when opening
         fails, and when the core is closed and no call is in flight."""
 
-    def abandoned_held(self, seg: Any) -> bool:
+    def abandoned_held(self, seg: Segment) -> bool:
         """With the segment lock held and no live process attached: True if
         the object keeps a fact that outlives its users, so it must not be
         reaped (a Lock whose holder died holding it: the next ``acquire``
         must still report ``owner_died``).  Reads only; changes nothing."""
         return False
 
-    def count(self, seg: Any) -> int | None:
+    def count(self, seg: Segment) -> int | None:
         """How many items the object holds (for ``ls``), if the kind counts."""
         return None
 
@@ -161,7 +165,7 @@ class Core:
         self.kind = kind
         self.name = name
         self.os_name = _names.os_name(kind.letter, "h", name)
-        self.seg: Any = None
+        self.seg: Segment | None = None
         self.mm: mmap.mmap | None = None
         self.header: Header | None = None
         self.identity: object = None  # the segment's, once open
@@ -179,7 +183,7 @@ class Core:
         # process.  A plain call's entry is None; the signal-safe calls of
         # Lock and Semaphore use an object of their own (``leave_call``).
         self.inflight: list[object] = []
-        self.resources: dict[str, Any] = {}
+        self.resources: Resources = {}
         self.mode = 0o600  # the permissions given to open (used when creating)
         self.lock = threading.Lock()
         self.finalizer: weakref.finalize | None = None
@@ -205,6 +209,7 @@ class Core:
         except BaseException:
             self._abandon()
             raise
+        assert self.seg is not None  # (opened, else it raised)
         self.identity = self.seg.identity
 
     def _open(
@@ -306,39 +311,41 @@ class Core:
         return True
 
     def _attach_locked(self, deadline: float, persistent: bool) -> str:
-        if not lock_segment(self.seg, deadline):
+        seg = self.seg
+        assert seg is not None  # attached by the caller
+        if not lock_segment(seg, deadline):
             raise _timeout(self.name)
         try:
-            found = look(self.seg, self.kind.letter)
+            found = look(seg, self.kind.letter)
             mm = self.mm = found.mm
             if found.state == CREATING:
-                if stale_creation(self.seg):
-                    remove_locked(self.kind, self.seg, mm)
+                if stale_creation(seg):
+                    remove_locked(self.kind, seg, mm)
                     return "removed"
                 return "creating"
             if found.state == REMOVED:
-                remove_locked(self.kind, self.seg, None)  # its remover died half-way
+                remove_locked(self.kind, seg, None)  # its remover died half-way
                 return "removed"
             header = found.header
             assert header is not None and mm is not None
-            self._check_owner()
-            self._validate(header, self.seg.size)
+            self._check_owner(seg)
+            self._validate(header, seg.size)
             self._check_tag(mm)
             if not _os.KERNEL_LIFETIME:
                 live = reap(mm)[0]
                 if (
                     not live
                     and not header.flags & FLAG_PERSISTENT
-                    and not self.kind.abandoned_held(self.seg)
+                    and not self.kind.abandoned_held(seg)
                 ):
                     # Everyone who had it open died without closing: the
                     # object should already be gone.  Remove it now.
-                    remove_locked(self.kind, self.seg, mm)
+                    remove_locked(self.kind, seg, mm)
                     return "dead"
             self.kind.check_attach(self.name, header)
             if header.total > HEADER_SIZE and self.kind.core_maps_area:
                 mm.close()
-                mm = self.mm = _os.segment_map(self.seg, 0, header.total)
+                mm = self.mm = _os.segment_map(seg, 0, header.total)
             if persistent and not header.flags & FLAG_PERSISTENT:
                 set_flags(mm, header.flags | FLAG_PERSISTENT)
                 header = read_header(mm)
@@ -354,11 +361,11 @@ class Core:
             if self.seg is not None:
                 _os.segment_unlock(self.seg)
 
-    def _check_owner(self) -> None:
+    def _check_owner(self, seg: Segment) -> None:
         # A private object (no group or other bits asked for) is never one
         # another user made: that user could read and write it, and may have
         # created it first on purpose (squatting the name).
-        owner = self.seg.other_owner
+        owner = seg.other_owner
         if owner is not None and not self.mode & 0o077:
             raise PermissionError(
                 errno.EACCES,
@@ -626,12 +633,13 @@ def unlink_by_name(kind: Kind, name: str, expected: tuple[object, Header] | None
     if _os.KERNEL_LIFETIME:
         return False  # names die with their last handle (Windows)
 
-    def decide(found: Any) -> bool:
+    def decide(found: Look) -> bool:
         if expected is None:
             return True
         identity, header = expected
         return (
             found.header is not None
+            and found.seg is not None
             and found.seg.identity == identity
             and (found.header.creator_pid, found.header.created_ns)
             == (header.creator_pid, header.created_ns)

@@ -88,22 +88,29 @@ def wait(
     timeout: float | None,
     check_open: Callable[[], object],
     spinner: Spinner | None = None,
+    *,
+    deadline: float | None = None,
+    first_try: bool = True,
 ) -> bool:
     """Call ``attempt(seconds)`` until it returns True or the deadline passes.
 
     ``attempt(0)`` tries without blocking; later calls block for at most
     ``WAIT_SLICE``, so that Python runs signal handlers (Ctrl-C raises
     KeyboardInterrupt within a slice), notices ``close()`` from another thread
-    (``check_open`` raises), and honours the monotonic deadline.  With a
-    ``spinner``, the first wait polls ``attempt(0)`` for a while first.
+    (``check_open`` raises), and honours the monotonic deadline: ``deadline``
+    if given, else ``timeout`` seconds from now (both None: no deadline).
+    With a ``spinner``, the first wait polls ``attempt(0)`` for a while
+    first.  ``first_try=False``: the caller has just tried, so the first
+    call is a wait (or the spinner's polling).
     """
-    if attempt(0.0):
+    if first_try and attempt(0.0):
         return True
     if not blocking:
         return False
     if spinner is not None and spinner.spin(lambda: attempt(0.0)):
         return True
-    deadline = None if timeout is None else time.monotonic() + timeout
+    if deadline is None and timeout is not None:
+        deadline = time.monotonic() + timeout
     while True:
         slice_ = next_slice(deadline)
         if slice_ <= 0.0:

@@ -455,7 +455,7 @@ class _Mutex:
         self.closing = False  # closed while held: close the handle at release
 
 
-Mutex = Any  # _Mutex
+Mutex = _Mutex
 
 
 def _mutex_name(seg_os_name: str, offset: int) -> str:

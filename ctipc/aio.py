@@ -17,8 +17,8 @@ import threading
 from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING, Callable
 
-from ._backend import WAIT_SLICE
 from ._errors import Empty, Full
+from ._wait import wait
 
 if TYPE_CHECKING:
     from .mq import MessageQueue
@@ -26,19 +26,27 @@ if TYPE_CHECKING:
 __all__ = ["aget", "aput", "iterate"]
 
 
+class _Cancelled(Exception):
+    """The coroutine left: its waiting thread stops."""
+
+
 async def _wait(wait_slice: Callable[[float], bool], give_back: Callable[[], None]) -> None:
     loop = asyncio.get_running_loop()
     done: asyncio.Future[bool] = loop.create_future()
     cancel = threading.Event()
 
+    def cancelled() -> None:
+        if cancel.is_set():
+            raise _Cancelled
+
     def worker() -> None:
         woke = False
         error: BaseException | None = None
         try:
-            while not cancel.is_set():
-                if wait_slice(WAIT_SLICE):
-                    woke = True
-                    break
+            # (checked between slices: the thread ends within one of a cancel)
+            woke = wait(wait_slice, True, None, cancelled, first_try=False)
+        except _Cancelled:
+            pass
         except BaseException as e:  # delivered to the coroutine
             error = e
 

@@ -7,14 +7,14 @@ import mmap
 import os
 import threading
 import weakref
-from typing import Any, Callable
+from typing import Callable
 
 from ._args import check_open_args, check_timeout
-from ._backend import MUTEX_OWNER_DIED, MUTEX_TIMEOUT
+from ._backend import MUTEX_OWNER_DIED, MUTEX_TIMEOUT, Segment
 from ._backend import os_backend as _os
 from ._base import Acquirable, mutex_error
 from ._header import HEADER_SIZE
-from ._segment import Core, Kind, register_kind
+from ._segment import Core, Kind, Resources, register_kind
 from ._signals import CALL, held, pending
 from ._wait import Spinner, wait
 
@@ -46,17 +46,19 @@ class _LockKind(Kind):
         return _os.MUTEX_ABI.encode("ascii")
 
     def on_create(self, core: Core) -> None:
+        assert core.seg is not None
         core.resources["mutex"] = _os.mutex_create(core.seg, HEADER_SIZE)
 
     def on_attach(self, core: Core) -> None:
+        assert core.seg is not None
         core.resources["mutex"] = _os.mutex_open(core.seg, HEADER_SIZE)
 
-    def release(self, resources: dict[str, Any]) -> None:
+    def release(self, resources: Resources) -> None:
         mutex = resources.pop("mutex", None)
         if mutex is not None:
             _os.mutex_close(mutex)
 
-    def abandoned_held(self, seg: Any) -> bool:
+    def abandoned_held(self, seg: Segment) -> bool:
         # Its holder died holding it: the Lock is about something that
         # outlives it (a database, a file), and the next acquire must
         # report owner_died, so the object is kept for it.

@@ -3,14 +3,15 @@
 from __future__ import annotations
 
 import errno
-from typing import Any, Callable
+from typing import Callable
 
 from . import _names
 from ._args import check_open_args, check_timeout
+from ._backend import SemaphoreHandle
 from ._backend import os_backend as _os
 from ._base import Acquirable
 from ._errors import CorruptedError
-from ._segment import Core, Kind, register_kind
+from ._segment import Core, Kind, Resources, register_kind
 from ._signals import CALL, held, pending
 from ._wait import Spinner, wait
 
@@ -45,7 +46,7 @@ class _SemaphoreKind(Kind):
         except CorruptedError as e:
             raise CorruptedError(f"the OS semaphore of {core.name!r}: {e}", core.name) from None
 
-    def release(self, resources: dict[str, Any]) -> None:
+    def release(self, resources: Resources) -> None:
         handle = resources.pop("sem", None)
         if handle is not None:
             _os.semaphore_close(handle)
@@ -87,7 +88,7 @@ class Semaphore(Acquirable):
             raise ValueError(f"initial must be within 0..{SEM_VALUE_MAX}, got {initial}")
         core = Core(_SemaphoreKind(initial), name)
         core.open(create, bool(persistent), mode, (initial, None))
-        self._handle: int = core.resources["sem"]
+        self._handle: SemaphoreHandle = core.resources["sem"]
         try_wait, post = _os.semaphore_bind(self._handle)
         self._try_wait: tuple[Callable[[], int]] = (try_wait,)
         self._post: tuple[Callable[[], int]] = (post,)

@@ -89,7 +89,7 @@ class SharedMemory(Closable):
             create = False  # nothing to create with: attach only
         core = Core(_SharedMemoryKind(size), name)
         core.open(create, bool(persistent), mode, (size, None))
-        assert core.header is not None
+        assert core.header is not None and core.seg is not None
         self._size: int = core.header.param0
         try:
             self._data = _os.segment_map(core.seg, HEADER_SIZE, self._size)

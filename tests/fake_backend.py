@@ -31,9 +31,12 @@ import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 from ctipc._backend import MUTEX_ACQUIRED, MUTEX_OWNER_DIED, MUTEX_TIMEOUT, WAIT_SLICE
+
+if TYPE_CHECKING:
+    from ctipc._backend import Backend
 
 #: largest value of a fake semaphore (as Linux and Windows)
 SEM_MAX = 2**31 - 1
@@ -551,6 +554,13 @@ class FakeBackend:
             raise ContractError(f"mutex_unlink({seg_os_name!r}): not a segment name")
         if not isinstance(offset, int) or offset < 0 or offset % 64:
             raise ContractError(f"mutex_unlink offset {offset!r}")
+
+
+if TYPE_CHECKING:
+    # (mypy: it implements the backend interface; its handles satisfy the
+    # handle Protocols the portable layer uses)
+    def _implements(fake: FakeBackend) -> Backend[FakeSegment, FakeMutex, int]:
+        return fake
 
 
 class OsProxy:
