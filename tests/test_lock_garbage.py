@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import os
 import signal
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import pytest
 from helpers import DEADLINE, HAVE_DEV_SHM, HAVE_SIGKILL, Child, header_path
@@ -71,11 +73,17 @@ def _take_over(name: str) -> None:
         third.finish()
 
 
-@pytest.mark.parametrize("offset", [0, 8, 24])
-def test_garbage_in_a_held_mutex_is_corrupt_for_the_holder(name: str, offset: int) -> None:
+@contextmanager
+def _held_then_garbled(name: str, offset: int) -> Iterator[Child]:
     with Child(HOLD_THEN_RELEASE, name) as holder:
         holder.expect("held")
         _write_garbage(name, offset)
+        yield holder
+
+
+@pytest.mark.parametrize("offset", [0, 8, 24])
+def test_garbage_in_a_held_mutex_is_corrupt_for_the_holder(name: str, offset: int) -> None:
+    with _held_then_garbled(name, offset) as holder:
         holder.send()
         assert holder.readline() == "CorruptedError True False"
         holder.close_stdin()
@@ -86,9 +94,7 @@ def test_garbage_in_a_held_mutex_is_corrupt_for_the_holder(name: str, offset: in
 @pytest.mark.skipif(not HAVE_SIGKILL, reason="no SIGKILL here")
 @pytest.mark.parametrize("offset", [0, 8, 24])
 def test_garbage_in_a_mutex_whose_holder_was_killed(name: str, offset: int) -> None:
-    with Child(HOLD_THEN_RELEASE, name) as holder:
-        holder.expect("held")
-        _write_garbage(name, offset)
+    with _held_then_garbled(name, offset) as holder:
         holder.kill()
         assert holder.proc.returncode == -signal.SIGKILL
     _take_over(name)
