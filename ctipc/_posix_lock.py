@@ -152,7 +152,8 @@ if ROBUST_MUTEX:
 # (``__list.__prev``, ``__list.__next``) in it: 64-bit glibc only; elsewhere a
 # garbled mutex is never unlocked (see _repair).
 _MUTEX_SIZE = 40 if ctypes.sizeof(c_void_p) == 8 else 24
-_LIST_OFFSET = 24 if _MUTEX_SIZE == 40 and "-glibc-" in MUTEX_ABI else -1
+_GLIBC = "-glibc-" in MUTEX_ABI
+_LIST_OFFSET = 24 if _MUTEX_SIZE == 40 and _GLIBC else -1
 
 
 class _RobustMutex:
@@ -311,7 +312,8 @@ def _garbled_and_free(m: _RobustMutex) -> bool:
     )
     if no_holder:
         return not static_ok  # (else a mutex the pthread calls handle)
-    return words[_OWNER_WORD] != tid and not _thread_alive(tid)
+    # (glibc only: where it keeps the owner next to the lock word)
+    return _GLIBC and words[_OWNER_WORD] != tid and not _thread_alive(tid)
 
 
 def _thread_alive(tid: int) -> bool:
