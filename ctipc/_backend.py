@@ -275,8 +275,19 @@ class Backend(Protocol[_Seg, _Mutex, _Sem]):
         died; the mutex is already made consistent)."""
         ...
 
-    def mutex_release(self, mutex: _Mutex) -> None:
-        """PermissionError if the calling thread does not hold it."""
+    def mutex_state(self, mutex: _Mutex) -> Callable[[], bytes]:
+        """A zero-argument callable, called from C as the bound calls: the
+        mutex's bytes that only its holder changes (b"" where there are
+        none to check).  Taken right after an acquire and given back to
+        ``mutex_release``, they tell garbage written into a held mutex."""
+        ...
+
+    def mutex_release(self, mutex: _Mutex, state: bytes = b"") -> None:
+        """PermissionError if the calling thread does not hold it.  With the
+        ``state`` taken after the acquire: if the mutex's bytes differ from
+        it, OSError EINVAL (the portable layer's CorruptedError), after
+        leaving the mutex to the next acquirer as a dead holder's where that
+        can be done safely."""
         ...
 
     def mutex_close(self, mutex: _Mutex) -> None:

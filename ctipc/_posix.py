@@ -71,6 +71,7 @@ from ._posix_lock import mutex_held as mutex_held
 from ._posix_lock import mutex_locked as mutex_locked
 from ._posix_lock import mutex_open as mutex_open
 from ._posix_lock import mutex_release as mutex_release
+from ._posix_lock import mutex_state as mutex_state
 from ._posix_lock import mutex_unlink as mutex_unlink
 
 #: Windows' kernel namespaces; POSIX names have none

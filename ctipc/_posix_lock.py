@@ -37,6 +37,7 @@ from ._posix_ffi import (
     _PTHREAD_MUTEX_INCONSISTENT,
     _PTHREAD_MUTEX_ROBUST,
     _PTHREAD_PROCESS_SHARED,
+    MUTEX_ABI,
     ROBUST_MUTEX,
     _abs_timespec,
     _check_minus1,
@@ -147,13 +148,21 @@ if ROBUST_MUTEX:
 # which tells the next holder that the last one died holding it.
 
 
+# sizeof(pthread_mutex_t), and where glibc keeps the robust-list links
+# (``__list.__prev``, ``__list.__next``) in it: 64-bit glibc only; elsewhere a
+# garbled mutex is never unlocked (see _repair).
+_MUTEX_SIZE = 40 if ctypes.sizeof(c_void_p) == 8 else 24
+_GLIBC = "-glibc-" in MUTEX_ABI
+_LIST_OFFSET = 24 if _MUTEX_SIZE == 40 and _GLIBC else -1
+
+
 class _RobustMutex:
     # The mutex lives in a mapping of its own, made with libc's mmap() and not
     # Python's: Python unmaps its mappings when they are collected, including
     # during interpreter shutdown, and a holder that unmaps the mutex and then
     # dies leaves it locked for good (the kernel can no longer walk its robust
     # list entry).  This mapping is never unmapped while the mutex is held.
-    __slots__ = ("addr", "closing", "ptr", "words")
+    __slots__ = ("addr", "closing", "pinned", "ptr", "seg", "tail", "words")
 
     def __init__(self, seg: Any, offset: int) -> None:
         self.addr: int = libc_mmap(
@@ -162,6 +171,14 @@ class _RobustMutex:
         self.closing = False  # closed while held: unmap at release
         self.words: Any = (ctypes.c_int32 * 16).from_address(self.addr)
         self.ptr = c_void_p(self.addr)  # passed as is by the bound calls
+        self.seg = seg  # its segment lock serialises a re-initialisation
+        # The mutex's bytes after its lock word (mutex_state): while held,
+        # only the holder's thread changes them, so a difference between
+        # acquire and release is garbage written by another process (see
+        # _release_garbled).  The lock word is left out: a waiter sets its
+        # FUTEX_WAITERS bit.
+        self.tail: Any = (ctypes.c_char * (_MUTEX_SIZE - 4)).from_address(self.addr + 4)
+        self.pinned = False  # left locked in this thread's robust list: never unmapped
 
 
 class _FlockMutex:
@@ -247,6 +264,8 @@ def _check_static(m: _RobustMutex) -> None:
 def mutex_acquire(m: Mutex, timeout: float) -> int:
     if isinstance(m, _FlockMutex):
         return _flock_mutex_acquire(m, timeout)
+    if _garbled_and_free(m):
+        return _reinit(m)
     _check_static(m)
     words = m.words
     if words[_OWNER_WORD] == _PTHREAD_MUTEX_INCONSISTENT and _mine(words):
@@ -271,6 +290,63 @@ def mutex_acquire(m: Mutex, timeout: float) -> int:
         pthread_mutex_consistent(m.addr)
         return MUTEX_OWNER_DIED
     return MUTEX_TIMEOUT
+
+
+def _garbled_and_free(m: _RobustMutex) -> bool:
+    # Garbage written into the mutex by a process with access, and no
+    # holder: its static words are wrong while no thread holds it (or the
+    # kernel marked its holder's death), or its lock word names a thread
+    # that is gone, is not the owner the holder records next to it, and has
+    # no FUTEX_OWNER_DIED mark (the kernel marks only a lock word that holds
+    # the dying thread's id).  A thread whose liveness cannot be seen (a
+    # hidden /proc, another pid namespace whose holder also records itself
+    # as owner) counts as a holder.
+    if not m.addr:
+        return False
+    words = m.words
+    word = words[0]
+    tid = word & _FUTEX_TID_MASK
+    no_holder = not tid or word & _FUTEX_OWNER_DIED
+    static_ok = not _STATIC_WORDS or (
+        words[_KIND_INDEX] == _KIND_VALUE and not (_MORE_WORDS and _changed(words))
+    )
+    if no_holder:
+        return not static_ok  # (else a mutex the pthread calls handle)
+    # (glibc only: where it keeps the owner next to the lock word)
+    return _GLIBC and words[_OWNER_WORD] != tid and not _thread_alive(tid)
+
+
+def _thread_alive(tid: int) -> bool:
+    # /proc/<tid> exists for every thread of the pid namespace; EACCES (a
+    # hidden /proc) or no /proc at all: not proof of death.
+    try:
+        os.stat(f"/proc/{tid}")
+    except FileNotFoundError:
+        return not os.path.isdir("/proc/self")
+    except OSError:
+        return True
+    return True
+
+
+def _reinit(m: _RobustMutex) -> int:
+    # Under the segment lock, which every process that re-initialises takes,
+    # the test is made again: a process that re-initialised it first has
+    # taken it since (its live id in the lock word), so the mutex is never
+    # initialised twice nor under a live holder.
+    from ._posix import segment_lock, segment_unlock  # (imports this module)
+
+    if not segment_lock(m.seg, WAIT_SLICE):
+        return MUTEX_TIMEOUT
+    try:
+        if not _garbled_and_free(m):
+            return MUTEX_TIMEOUT  # the caller's next slice takes it as usual
+        ctypes.memset(m.addr, 0, _MUTEX_SIZE)
+        _init(m.addr)
+        rc = pthread_mutex_trylock(m.addr)
+    finally:
+        segment_unlock(m.seg)
+    # Taken: the holder's work is as suspect as after a death (owner_died).
+    return MUTEX_OWNER_DIED if rc == 0 else MUTEX_TIMEOUT
 
 
 def _mine(words: Any) -> bool:
@@ -315,8 +391,18 @@ def _after_fork(m: _FlockMutex) -> None:
     m.pid = os.getpid()
 
 
-def mutex_release(m: Mutex) -> None:
+def mutex_state(m: Mutex) -> Callable[[], bytes]:
+    if isinstance(m, _RobustMutex) and _LIST_OFFSET >= 0:
+        return partial(getattr, m.tail, "raw")  # (a call from C, as the bound calls)
+    return bytes  # (b"": nothing to compare)
+
+
+def mutex_release(m: Mutex, state: bytes = b"") -> None:
     if isinstance(m, _RobustMutex):
+        if m.pinned:
+            raise OSError(errno.EINVAL, "the mutex's bytes were overwritten while held")
+        if state and m.addr and (m.tail.raw != state or not _mine(m.words)):
+            _release_garbled(m, state)
         _check_static(m)
         pthread_mutex_unlock(m.addr)
     else:
@@ -329,6 +415,70 @@ def mutex_release(m: Mutex) -> None:
         m.local.release()
     if m.closing:
         mutex_close(m)
+
+
+def _release_garbled(m: _RobustMutex, snap: bytes) -> None:
+    # The holder's own bytes changed while it held the mutex: garbage.
+    # glibc's unlock would follow garbage robust-list links (SIGSEGV), and
+    # the kernel's exit-time walk of this thread's list too.  With links
+    # proven to be this thread's list, the mutex is taken off that list as
+    # glibc would, and left as the kernel leaves a dead holder's (owner died,
+    # no owner): the next acquire takes it over and reports owner_died,
+    # since what it guards may be half-done.  Links that cannot be proven:
+    # the mutex is never unlocked nor unmapped (the kernel's walk stops at
+    # a bad link without harm; glibc may still write to its links).
+    tid = threading.get_native_id()
+    if int.from_bytes(snap[4:8], sys.byteorder) != tid:
+        return  # not taken by this thread: the unlock says EPERM
+    links = _proven_links(m, snap)
+    head = _LIST_OFFSET - 4  # the snapshot's bytes before the links
+    if links is not None and _mine(m.words) and m.tail.raw[:head] == snap[:head]:
+        if links == ctypes.string_at(m.addr + _LIST_OFFSET, 16):
+            return  # only the links moved: another mutex taken or released out of order
+    if links is None:
+        m.pinned = True
+    else:
+        prev = int.from_bytes(links[:8], sys.byteorder) & ~1
+        nxt = int.from_bytes(links[8:], sys.byteorder) & ~1
+        ctypes.memmove(nxt - 8, links, 8)  # next->__prev = our prev
+        ctypes.memmove(prev, links[8:], 8)  # prev->__next = our next
+        ctypes.memmove(m.addr + 4, snap[:head], head)
+        ctypes.memset(m.addr + _LIST_OFFSET, 0, 16)
+        m.words[0] = _FUTEX_OWNER_DIED  # last: free for the next taker, as after a death
+    raise OSError(errno.EINVAL, "the mutex's bytes were overwritten while held")
+
+
+def _proven_links(m: _RobustMutex, snap: bytes) -> bytes | None:
+    # The robust list is doubly linked through each mutex's ``__list``:
+    # ``prev`` points at the ``next`` word of the entry before, whose value
+    # is this entry; ``next`` (minus 8) at the ``prev`` word of the entry
+    # after, which points back here.  Each candidate (the links now, or as
+    # they were when taken: another mutex of this thread taken or released
+    # out of order changes them legitimately) is read through /proc/self/mem,
+    # where a bad address is an error, not a crash.
+    entry = m.addr + _LIST_OFFSET + 8
+    now = ctypes.string_at(m.addr + _LIST_OFFSET, 16)
+    then = snap[_LIST_OFFSET - 4 : _LIST_OFFSET + 12]
+    try:
+        fd = os.open("/proc/self/mem", os.O_RDONLY)
+    except OSError:
+        return None
+    try:
+        for links in (now, then):
+            prev = int.from_bytes(links[:8], sys.byteorder)
+            nxt = int.from_bytes(links[8:], sys.byteorder) & ~1
+            if _peek(fd, prev) & ~1 == entry and _peek(fd, nxt - 8) == entry:
+                return links
+        return None
+    finally:
+        os.close(fd)
+
+
+def _peek(fd: int, addr: int) -> int:
+    try:
+        return int.from_bytes(os.pread(fd, 8, addr), sys.byteorder) if addr > 0 else -1
+    except (OSError, OverflowError, ValueError):
+        return -1
 
 
 def mutex_bind(m: Mutex) -> tuple[Callable[[], int], Callable[[], int]]:
@@ -376,8 +526,10 @@ def mutex_abandoned(seg: Any, offset: int) -> bool:
     word = int.from_bytes(os.pread(seg.fd, 4, offset).ljust(4, b"\0"), sys.byteorder)
     if not ROBUST_MUTEX:
         return word != 0  # the owner record of a holder that never released it
-    # The kernel marked the owner's death and nobody took it over since.
-    return bool(word & _FUTEX_OWNER_DIED and not word & _FUTEX_TID_MASK)
+    # The kernel marked the owner's death and nobody took it over since; or
+    # garbage names a thread that is gone (the next acquire re-initialises it).
+    tid = word & _FUTEX_TID_MASK
+    return bool(word & _FUTEX_OWNER_DIED and not tid) or bool(tid and not _thread_alive(tid))
 
 
 def mutex_held(m: Mutex) -> bool:
@@ -394,6 +546,8 @@ def mutex_close(m: Mutex) -> None:
     if isinstance(m, _RobustMutex):
         if m.addr and _held_here(m.words):
             m.closing = True
+        elif m.pinned:
+            m.addr = 0  # (mapped for good: glibc may still write to its links)
         elif m.addr:
             addr, m.addr = m.addr, 0
             libc_munmap(addr, mmap.PAGESIZE)

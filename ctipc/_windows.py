@@ -544,7 +544,11 @@ def mutex_abandoned(seg: Segment, offset: int) -> bool:
     return False
 
 
-def mutex_release(m: Mutex) -> None:
+def mutex_state(m: Mutex) -> Callable[[], bytes]:
+    return bytes  # a kernel object: no bytes of it in shared memory to check
+
+
+def mutex_release(m: Mutex, state: bytes = b"") -> None:
     if _holders.get(m.name) is not threading.current_thread():
         raise PermissionError(errno.EPERM, os.strerror(errno.EPERM), m.name.rpartition("\\")[2])
     # Forget the holder first: once ReleaseMutex returns, another thread of

@@ -110,6 +110,11 @@ class Lock(Acquirable):
             raise
         self._try_lock: tuple[Callable[[], int]] = (try_lock,)
         self._unlock: tuple[Callable[[], int]] = (unlock,)
+        # The mutex's holder-only bytes, taken at each acquire and compared
+        # before the release: garbage written meanwhile is CorruptedError,
+        # never a crash in the OS release (docs/locks.md).
+        self._words_now = _os.mutex_state(self._mutex)
+        self._snap = b""
         self._holder: int | None = None  # the thread of this process holding it
         self._held: object = None  # its mark in _inflight while held
         #: True after an ``acquire`` that took the lock over from a dead holder
@@ -155,6 +160,7 @@ class Lock(Acquirable):
                 return False
             else:
                 self.owner_died = got[-1] == MUTEX_OWNER_DIED
+            self._snap = self._words_now()
             self._holder = me
             self._held = call  # stays in flight while held
             return True
@@ -165,7 +171,9 @@ class Lock(Acquirable):
                 if got == [0] or len(got) > 1:
                     self._holder = None
                     got += give_back
-                elif got and _os.mutex_held(self._mutex):  # (a takeover the try began)
+                elif _os.mutex_held(self._mutex):
+                    # (a takeover the try began, or a bound try interrupted
+                    # after it took the mutex)
                     self._holder = None
                     _os.mutex_release(self._mutex)
             core.leave_call(call)
@@ -203,12 +211,16 @@ class Lock(Acquirable):
             raise RuntimeError("release of a ctipc.Lock this thread does not hold")
         call = map(CALL, self._unlock)
         done: list[int] = []
-        held_call, core = self._held, self._core
+        held_call, core, snap = self._held, self._core, self._snap
         # Cleared before the OS release: once that returns, another thread
         # may already hold the lock and have set itself as holder.
         self._holder = None
         try:
-            done += call
+            if self._words_now() == snap:
+                done += call
+            else:  # garbage written into it (raises), or links moved by others
+                _os.mutex_release(self._mutex, snap)
+                done.append(0)
             if done[0] != 0:
                 _os.mutex_release(self._mutex)  # raises why, or finishes a close
             inflight = self._inflight
@@ -219,10 +231,15 @@ class Lock(Acquirable):
             core.leave_call(held_call)
             raise RuntimeError("release of a ctipc.Lock this thread does not hold") from None
         except OSError as e:
-            self._holder = me
+            if _os.mutex_held(self._mutex):
+                self._holder = me
+            else:  # released (a garbled mutex repaired) or no longer this thread's
+                core.leave_call(held_call)
             raise mutex_error(e, self.name) from None
         except BaseException:
             # Interrupted before the OS release: it is completed.
+            # (No call between the test and the release: the compare with
+            # the snapshot is not made again here, docs/locks.md.)
             if not done:
                 done += call
             core.leave_call(held_call)

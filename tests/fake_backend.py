@@ -498,7 +498,10 @@ class FakeBackend:
             state.owner = me
             return MUTEX_OWNER_DIED if died else MUTEX_ACQUIRED
 
-    def mutex_release(self, m: FakeMutex) -> None:
+    def mutex_state(self, m: FakeMutex) -> Callable[[], bytes]:
+        return bytes
+
+    def mutex_release(self, m: FakeMutex, state: bytes = b"") -> None:
         me = (self.getpid(), threading.get_ident())
         with self._cond:
             state = self._mutex(m).state
