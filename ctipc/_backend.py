@@ -26,7 +26,9 @@ unlock)`` and ``semaphore_bind(handle)`` returns ``(try_wait, post)``: four
 zero-argument callables made once when the object opens, whose call is a
 single C-level call where the OS allows (the foreign function with its
 handle pre-bound: ``functools.partial`` of a ctypes function, through a
-``ctypes.PyDLL`` where the call never blocks, keeping the GIL).  Each returns
+``ctypes.PyDLL`` where the call never blocks, keeping the GIL), or one
+Python frame where the words the C library trusts must be checked first
+(glibc's robust mutex: garbage in its kind aborts the process).  Each returns
 0 on success; anything else means "not done: call the general checked
 function" -- ``mutex_acquire(mutex, t)`` (which also reports a takeover from a
 dead owner that ``try_lock`` began: EOWNERDEAD), ``mutex_release(mutex)``

@@ -483,10 +483,37 @@ def _peek(fd: int, addr: int) -> int:
 
 def mutex_bind(m: Mutex) -> tuple[Callable[[], int], Callable[[], int]]:
     if isinstance(m, _RobustMutex):
-        # (No check of the static words: a corrupt kind makes trylock fail
-        # with EINVAL, and the general call then says why.)
-        return partial(_raw_trylock, m.ptr), partial(_raw_unlock, m.ptr)
+        return _robust_bind(m)
+    return _flock_bind(m)
 
+
+def _robust_bind(m: _RobustMutex) -> tuple[Callable[[], int], Callable[[], int]]:
+    if not _STATIC_WORDS:
+        return partial(_raw_trylock, m.ptr), partial(_raw_unlock, m.ptr)
+    # glibc asserts, aborting the process, on some garbage in the words
+    # pthread_mutex_init set (a priority-protect bit in the kind, a kind that
+    # is not robust any more), so each bound call checks them first, in its
+    # one Python frame; a mismatch sends the caller to the general call,
+    # which says CorruptedError or re-initialises a garbled free mutex.  (An
+    # exception that a signal handler raises as the frame returns finds the
+    # mutex held by this thread: the callers' repairs look at the mutex
+    # itself, not at the result.)
+    words, ptr = m.words, m.ptr
+
+    def try_lock() -> int:
+        if words[_KIND_INDEX] != _KIND_VALUE or (_MORE_WORDS and _changed(words)):
+            return -1
+        return int(_raw_trylock(ptr))
+
+    def unlock() -> int:
+        if words[_KIND_INDEX] != _KIND_VALUE or (_MORE_WORDS and _changed(words)):
+            return -1
+        return int(_raw_unlock(ptr))
+
+    return try_lock, unlock
+
+
+def _flock_bind(m: _FlockMutex) -> tuple[Callable[[], int], Callable[[], int]]:
     def try_lock() -> int:
         outcome = _flock_mutex_acquire(m, 0.0)
         if outcome == MUTEX_OWNER_DIED:

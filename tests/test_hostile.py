@@ -71,6 +71,20 @@ def test_fuzzed_headers_and_rings_never_crash_or_hang(new_name: Callable[..., st
     )
 
 
+
+#: Cases of the long fuzz (benchmarks/fuzz.py, seed 2026) that once aborted
+#: the process inside glibc: a priority-protect bit or a kind that is not
+#: robust written into a Lock's or a queue's mutex, then a bound try_lock.
+REGRESSIONS = [(2026, 779), (2026, 4149), (2026, 7903), (2026, 9099), (2026, 16635)]
+
+
+def test_fuzz_cases_that_once_crashed(new_name: Callable[..., str]) -> None:
+    tally = Tally()
+    for seed, index in REGRESSIONS:
+        run_batch(seed, range(index, index + 1), [new_name()], tally)
+    assert not tally.failures, "\n".join(tally.failures)
+
+
 # -- 2. /dev/shm full -----------------------------------------------------------------
 
 
