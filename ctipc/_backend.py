@@ -175,7 +175,8 @@ class Backend(Protocol[_Seg, _Mutex, _Sem]):
         """Create a new object of ``size`` bytes (memory reserved up front where
         the OS allows, so a full ``/dev/shm`` fails here with ENOSPC, not with
         SIGBUS later).  Raises FileExistsError.  Returns with the segment lock
-        held (see ``segment_lock``); TimeoutError if that takes over ``timeout``."""
+        held (see ``segment_lock``); TimeoutError if that takes over ``timeout``
+        (one slice: the caller tries again), the new name removed again."""
         ...
 
     def segment_attach(self, os_name: str) -> _Seg:

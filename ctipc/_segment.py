@@ -64,6 +64,7 @@ from ._named import (
     stale_creation,
 )
 from ._named import lock as lock_segment
+from ._wait import next_slice
 
 # The OS handles a kind keeps for an open object, by its own keys.
 Resources = dict[str, "Mutex | SemaphoreHandle"]
@@ -263,12 +264,18 @@ class Core:
     ) -> bool:
         p0, p1 = params[0] or 0, params[1] or 0
         total = HEADER_SIZE + self.kind.area_size((p0, p1))
-        try:
-            self.seg = _os.segment_create(
-                self.os_name, total, mode, max(0.0, deadline - time.monotonic())
-            )
-        except FileExistsError:
-            return False
+        while True:
+            try:
+                # One slice for the new segment's lock (an attacher that
+                # opened the name at once holds it for microseconds): the
+                # backend removes the name again when it times out.
+                self.seg = _os.segment_create(self.os_name, total, mode, next_slice(deadline))
+                break
+            except FileExistsError:
+                return False
+            except TimeoutError:
+                if time.monotonic() >= deadline:
+                    raise
         try:
             named = _os.segment_named(self.seg)
         except BaseException:

@@ -231,6 +231,10 @@ class FakeBackend:
             raise ContractError(f"segment_create size {size!r}")
         if not isinstance(os_name, str) or not os_name:
             raise ContractError(f"segment_create os_name {os_name!r}")
+        if not 0 <= timeout <= WAIT_SLICE + _SLICE_SLACK:
+            raise ContractError(
+                f"segment_create waits {timeout} s for its lock: must be one slice"
+            )
         with self._cond:
             if os_name in self.segments:
                 raise _oserror(errno.EEXIST, os_name)

@@ -492,7 +492,7 @@ def test_segment_left_half_made_by_a_dead_creator_is_replaced(
     fake: FakeBackend, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(_named, "STALE_INIT_AFTER", 0.2)
-    seg = fake.segment_create(os_name(ctipc.SharedMemory, "h"), 100, 0o600, 1)
+    seg = fake.segment_create(os_name(ctipc.SharedMemory, "h"), 100, 0o600, 0.05)
     fake.segment_close(seg)  # creator gone before writing the header
     start = time.monotonic()
     with ctipc.SharedMemory("h", 16) as shm:
@@ -557,7 +557,7 @@ def test_kinds_have_separate_names(fake: FakeBackend, cls: type) -> None:
 
 
 def test_fake_rejects_contract_violations(fake: FakeBackend) -> None:
-    seg = fake.segment_create("ctipc-mh-test", 1 << 17, 0o600, 1)
+    seg = fake.segment_create("ctipc-mh-test", 1 << 17, 0o600, 0.05)
     try:
         with pytest.raises(ContractError):
             fake.segment_lock(seg, 0)  # nested: it came back locked
