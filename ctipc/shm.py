@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import mmap
+import threading
 
 from ._args import check_open_args, check_size
 from ._backend import os_backend as _os
@@ -71,6 +72,10 @@ class SharedMemory(Closable):
 
     _data: mmap.mmap | None = None
     _buf: memoryview | None = None
+    # Held around each read/write's view of the mapping and around close():
+    # a close racing another thread's copy would otherwise meet that copy's
+    # view and refuse (BufferError) as if the caller held one.
+    _io = threading.Lock()  # replaced per instance
 
     def __init__(
         self,
@@ -97,6 +102,7 @@ class SharedMemory(Closable):
             core.close()
             raise
         self._buf = memoryview(self._data)
+        self._io = threading.Lock()
         self._start(core)
 
     @property
@@ -140,13 +146,15 @@ class SharedMemory(Closable):
         with view:
             raw = view.cast("B") if view.format != "B" or view.ndim != 1 else view
             offset, n = self._span(offset, raw.nbytes)
-            self.buf[offset : offset + n] = raw
+            with self._io:
+                self.buf[offset : offset + n] = raw
             return n
 
     def read(self, offset: int = 0, length: int | None = None) -> bytes:
         """Copy ``length`` bytes from ``offset`` (default: to the end)."""
         offset, n = self._span(offset, length)
-        return bytes(self.buf[offset : offset + n])
+        with self._io:
+            return bytes(self.buf[offset : offset + n])
 
     def write_str(self, text: str, offset: int = 0) -> int:
         """Write ``text`` as UTF-8 followed by a NUL; return the bytes written
@@ -162,29 +170,32 @@ class SharedMemory(Closable):
         """The UTF-8 text at ``offset`` up to the first NUL (or the end).
         Bytes that are not UTF-8 become U+FFFD."""
         offset, n = self._span(offset, None)
-        buf = self.buf
-        assert self._data is not None
-        end = self._data.find(b"\0", offset, offset + n)
-        return bytes(buf[offset : offset + n if end < 0 else end]).decode("utf-8", "replace")
+        with self._io:
+            buf = self.buf
+            assert self._data is not None
+            end = self._data.find(b"\0", offset, offset + n)
+            raw = bytes(buf[offset : offset + n if end < 0 else end])
+        return raw.decode("utf-8", "replace")
 
     def close(self) -> None:
         """Unmap and close (idempotent).  BufferError, with nothing changed,
         while views taken from ``buf`` are still alive.  (Where ``mmap`` does
         not track views, as on PyPy, it cannot refuse: release your views
         before ``close()`` there, since they no longer show the memory.)"""
-        data = self._data
-        if data is not None and not data.closed:
-            if self._buf is not None:
-                self._buf.release()
-            try:
-                data.close()  # BufferError if the caller still holds views
-            except BufferError:
-                self._buf = memoryview(data)
-                raise BufferError(
-                    f"SharedMemory {self.name!r} cannot close while views of its buf are "
-                    "alive: release them first (view.release(), or take them in a with block)"
-                ) from None
-            self._buf = None
+        with self._io:  # (no read or write of another thread holds a view now)
+            data = self._data
+            if data is not None and not data.closed:
+                if self._buf is not None:
+                    self._buf.release()
+                try:
+                    data.close()  # BufferError if the caller still holds views
+                except BufferError:
+                    self._buf = memoryview(data)
+                    raise BufferError(
+                        f"SharedMemory {self.name!r} cannot close while views of its buf are "
+                        "alive: release them first (view.release(), or take them in a with block)"
+                    ) from None
+                self._buf = None
         super().close()
 
     def _state(self) -> str:

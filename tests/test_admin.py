@@ -29,6 +29,9 @@ _AS_NOBODY = """\
 import io, json, os, sys
 from contextlib import redirect_stdout
 from ctipc import __main__ as cli
+# what the command line may import later (3.9's argparse and gettext import
+# locale lazily), while this user can still read the interpreter's files
+import argparse, gettext, locale, shutil, textwrap  # noqa: F401
 os.setgroups([])
 os.setgid(65534)
 os.setuid(65534)
