@@ -26,9 +26,9 @@ unlock)`` and ``semaphore_bind(handle)`` returns ``(try_wait, post)``: four
 zero-argument callables made once when the object opens, whose call is a
 single C-level call where the OS allows (the foreign function with its
 handle pre-bound: ``functools.partial`` of a ctypes function, through a
-``ctypes.PyDLL`` where the call never blocks, keeping the GIL), or one
-Python frame where the words the C library trusts must be checked first
-(glibc's robust mutex: garbage in its kind aborts the process).  Each returns
+``ctypes.PyDLL`` where the call never blocks, keeping the GIL); a mutex's
+are called only after its ``mutex_intact`` callable said True (glibc's
+robust mutex: garbage in its kind aborts the process).  Each returns
 0 on success; anything else means "not done: call the general checked
 function" -- ``mutex_acquire(mutex, t)`` (which also reports a takeover from a
 dead owner that ``try_lock`` began: EOWNERDEAD), ``mutex_release(mutex)``
@@ -251,6 +251,14 @@ class Backend(Protocol[_Seg, _Mutex, _Sem]):
         ...
 
     def mutex_open(self, seg: _Seg, offset: int) -> _Mutex: ...
+
+    def mutex_intact(self, mutex: _Mutex) -> Callable[[], bool]:
+        """A zero-argument callable, made once: True while the words of the
+        mutex that the C library trusts hold what they must.  The bound
+        ``try_lock`` is called only after it said True (glibc aborts the
+        process on some garbage there); False: use the general call, which
+        raises CorruptedError or re-initialises a garbled free mutex."""
+        ...
 
     def mutex_bind(self, mutex: _Mutex) -> tuple[Callable[[], int], Callable[[], int]]:
         """``(try_lock, unlock)``: see "Bound calls" above."""

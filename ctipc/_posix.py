@@ -68,6 +68,7 @@ from ._posix_lock import mutex_bind as mutex_bind
 from ._posix_lock import mutex_close as mutex_close
 from ._posix_lock import mutex_create as mutex_create
 from ._posix_lock import mutex_held as mutex_held
+from ._posix_lock import mutex_intact as mutex_intact
 from ._posix_lock import mutex_locked as mutex_locked
 from ._posix_lock import mutex_open as mutex_open
 from ._posix_lock import mutex_release as mutex_release

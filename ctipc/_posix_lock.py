@@ -19,6 +19,7 @@ import ctypes
 import errno
 import fcntl
 import mmap
+import operator
 import os
 import threading
 import time
@@ -488,29 +489,35 @@ def mutex_bind(m: Mutex) -> tuple[Callable[[], int], Callable[[], int]]:
 
 
 def _robust_bind(m: _RobustMutex) -> tuple[Callable[[], int], Callable[[], int]]:
-    if not _STATIC_WORDS:
-        return partial(_raw_trylock, m.ptr), partial(_raw_unlock, m.ptr)
+    # (The caller asks mutex_intact first: glibc aborts on some garbage in
+    # the words pthread_mutex_init set.)
+    return partial(_raw_trylock, m.ptr), partial(_raw_unlock, m.ptr)
+
+
+def mutex_intact(m: Mutex) -> Callable[[], bool]:
+    if not isinstance(m, _RobustMutex) or not _STATIC_WORDS:
+        return _always
     # glibc asserts, aborting the process, on some garbage in the words
     # pthread_mutex_init set (a priority-protect bit in the kind, a kind that
-    # is not robust any more), so each bound call checks them first, in its
-    # one Python frame; a mismatch sends the caller to the general call,
-    # which says CorruptedError or re-initialises a garbled free mutex.  (An
-    # exception that a signal handler raises as the frame returns finds the
-    # mutex held by this thread: the callers' repairs look at the mutex
-    # itself, not at the result.)
-    words, ptr = m.words, m.ptr
+    # is not robust any more): the bound calls are made only after this
+    # said True, and a False sends the caller to the general call, which
+    # says CorruptedError or re-initialises a garbled free mutex.  Asked
+    # before anything is taken, so a signal handler's exception in it finds
+    # nothing to repair.
+    raw = memoryview(m.words).cast("B")
+    if not _MORE_WORDS:
+        kind = raw[4 * _KIND_INDEX : 4 * _KIND_INDEX + 4]
+        return partial(operator.eq, kind, _KIND_VALUE.to_bytes(4, sys.byteorder, signed=True))
+    words = m.words
 
-    def try_lock() -> int:
-        if words[_KIND_INDEX] != _KIND_VALUE or (_MORE_WORDS and _changed(words)):
-            return -1
-        return int(_raw_trylock(ptr))
+    def intact() -> bool:
+        return bool(words[_KIND_INDEX] == _KIND_VALUE and not _changed(words))
 
-    def unlock() -> int:
-        if words[_KIND_INDEX] != _KIND_VALUE or (_MORE_WORDS and _changed(words)):
-            return -1
-        return int(_raw_unlock(ptr))
+    return intact
 
-    return try_lock, unlock
+
+def _always() -> bool:
+    return True
 
 
 def _flock_bind(m: _FlockMutex) -> tuple[Callable[[], int], Callable[[], int]]:

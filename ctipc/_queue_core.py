@@ -199,6 +199,9 @@ class QueueCore(Closable):
         # returning 0 when done (else the general calls say why).
         self._try_put, self._unlock_put = _os.mutex_bind(self._put_mutex)
         self._try_get, self._unlock_get = _os.mutex_bind(self._get_mutex)
+        # asked before each bound call: garbage there aborts inside glibc
+        self._put_intact = _os.mutex_intact(self._put_mutex)
+        self._get_intact = _os.mutex_intact(self._get_mutex)
         self._ordered = _os.STORES_ORDERED
         # This process's view of the other side's position.  Positions only
         # grow, so a stale view is a conservative one.
@@ -281,12 +284,14 @@ class QueueCore(Closable):
         try:
             # (non-zero: busy, or a takeover from a dead holder that the
             # general acquire finishes)
-            return try_lock() == 0 or self._lock_slices(mutex, deadline)
+            intact = self._put_intact if mutex is self._put_mutex else self._get_intact
+            return (intact() and try_lock() == 0) or self._lock_slices(mutex, deadline)
         except OSError as e:
             raise mutex_error(e, self.name) from None
 
     def _unlock(self, unlock: Callable[[], int], mutex: Mutex) -> None:
-        if unlock() != 0:
+        intact = self._put_intact if mutex is self._put_mutex else self._get_intact
+        if not intact() or unlock() != 0:
             try:
                 _os.mutex_release(mutex)  # raises why the bound release failed
             except OSError as e:

@@ -504,6 +504,15 @@ def mutex_acquire(m: Mutex, timeout: float) -> int:
     return result
 
 
+def mutex_intact(m: Mutex) -> Callable[[], bool]:
+    # A kernel object, outside the shared memory: nothing there to garble.
+    return _always
+
+
+def _always() -> bool:
+    return True
+
+
 def mutex_bind(m: Mutex) -> tuple[Callable[[], int], Callable[[], int]]:
     # The general calls: the per-process holder record is needed anyway.
     def try_lock() -> int:

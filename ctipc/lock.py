@@ -108,6 +108,7 @@ class Lock(Acquirable):
             core.kind.release(core.resources)
             core.close()
             raise
+        self._intact = _os.mutex_intact(self._mutex)  # asked before each bound try
         self._try_lock: tuple[Callable[[], int]] = (try_lock,)
         self._unlock: tuple[Callable[[], int]] = (unlock,)
         # The mutex's holder-only bytes, taken at each acquire and compared
@@ -152,7 +153,10 @@ class Lock(Acquirable):
         try:
             if core is None or core.closed:
                 raise ValueError("Lock is closed")
-            got += call
+            if self._intact():
+                got += call
+            else:
+                got.append(-1)  # not tried: the general call says why (or repairs)
             if got[0] == 0:
                 self.owner_died = False
             elif not self._acquire_slow(blocking, seconds, got):

@@ -514,6 +514,10 @@ class FakeBackend:
             state.owner = None
             self._cond.notify_all()
 
+    def mutex_intact(self, m: FakeMutex) -> Callable[[], bool]:
+        self._mutex(m)
+        return lambda: True  # (the fake's mutexes are Python objects)
+
     def mutex_bind(self, m: FakeMutex) -> tuple[Callable[[], int], Callable[[], int]]:
         self._mutex(m)
 
