@@ -81,7 +81,7 @@ def check_size(value: object, what: str) -> int | None:
     return value
 
 
-# SharedMemory's bounds and text checks (the Redis SharedMemory's; shm.py's can use them)
+# SharedMemory's bounds and text checks (the local and the Redis SharedMemory)
 
 
 def check_span(offset: object, length: object, size: int) -> tuple[int, int]:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import mmap
 import threading
 
-from ._args import check_open_args, check_size
+from ._args import check_open_args, check_size, check_span, encode_text
 from ._backend import os_backend as _os
 from ._base import Closable
 from ._errors import CorruptedError, IncompatibleError
@@ -119,19 +119,6 @@ class SharedMemory(Closable):
             raise ValueError("SharedMemory is closed")
         return buf
 
-    def _span(self, offset: object, length: object) -> tuple[int, int]:
-        if isinstance(offset, bool) or not isinstance(offset, int):
-            raise TypeError(f"offset must be an int, not {type(offset).__name__}")
-        if not 0 <= offset <= self._size:
-            raise ValueError(f"offset {offset} is outside 0..{self._size}")
-        if length is None:
-            return offset, self._size - offset
-        if isinstance(length, bool) or not isinstance(length, int):
-            raise TypeError(f"length must be an int or None, not {type(length).__name__}")
-        if length < 0 or offset + length > self._size:
-            raise ValueError(f"{length} bytes at offset {offset} do not fit in {self._size}")
-        return offset, length
-
     def write(self, data: bytes | bytearray | memoryview, offset: int = 0) -> int:
         """Copy ``data`` (any bytes-like object) to ``offset``; return its length.
         ValueError, with nothing written, if it does not fit."""
@@ -145,14 +132,14 @@ class SharedMemory(Closable):
             ) from None
         with view:
             raw = view.cast("B") if view.format != "B" or view.ndim != 1 else view
-            offset, n = self._span(offset, raw.nbytes)
+            offset, n = check_span(offset, raw.nbytes, self._size)
             with self._io:
                 self.buf[offset : offset + n] = raw
             return n
 
     def read(self, offset: int = 0, length: int | None = None) -> bytes:
         """Copy ``length`` bytes from ``offset`` (default: to the end)."""
-        offset, n = self._span(offset, length)
+        offset, n = check_span(offset, length, self._size)
         with self._io:
             return bytes(self.buf[offset : offset + n])
 
@@ -160,16 +147,12 @@ class SharedMemory(Closable):
         """Write ``text`` as UTF-8 followed by a NUL; return the bytes written
         (NUL included).  ValueError, with nothing written, if it does not fit
         or contains NUL."""
-        if not isinstance(text, str):
-            raise TypeError(f"text must be str, not {type(text).__name__}")
-        if "\0" in text:
-            raise ValueError("text must not contain NUL, which ends it")
-        return self.write(text.encode("utf-8") + b"\0", offset)
+        return self.write(encode_text(text), offset)
 
     def read_str(self, offset: int = 0) -> str:
         """The UTF-8 text at ``offset`` up to the first NUL (or the end).
         Bytes that are not UTF-8 become U+FFFD."""
-        offset, n = self._span(offset, None)
+        offset, n = check_span(offset, None, self._size)
         with self._io:
             buf = self.buf
             assert self._data is not None
