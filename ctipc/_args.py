@@ -16,7 +16,9 @@ __all__ = [
     "check_permissions",
     "check_queue_timeout",
     "check_size",
+    "check_span",
     "check_timeout",
+    "encode_text",
 ]
 
 #: Largest size, capacity or message accepted (256 TiB): beyond any machine's
