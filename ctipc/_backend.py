@@ -319,6 +319,12 @@ class Backend(Protocol[_Seg, _Mutex, _Sem]):
         /proc hidden): only proof of death gives None."""
         ...
 
+    def process_exists(self, pid: int) -> bool:
+        """A cheap look (one system call), for a pid ``process_token``
+        judged alive moments ago: False once no process has that pid (a
+        zombie still has it, so only ``process_token`` sees that death)."""
+        ...
+
     def pid_namespace(self) -> int:
         """An id of this process's pid namespace (0 where there are none):
         pids recorded from another namespace cannot be checked from here."""

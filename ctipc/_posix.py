@@ -419,6 +419,10 @@ def process_token(pid: int) -> int | None:
     return int(fields[19])  # field 22: start time in clock ticks since boot
 
 
+def process_exists(pid: int) -> bool:
+    return _kill_token(pid) is not None
+
+
 def _kill_token(pid: int) -> int | None:
     # Alive, its start time unknown (0), unless the kernel says there is no
     # such process; EPERM (another user's) means it exists.  (A number that

@@ -26,9 +26,9 @@ carry-over (``_carry``), which the next get of the handle delivers first.
 from __future__ import annotations
 
 import gc
-import signal
 import threading
 import time
+import weakref
 from typing import Any, Callable
 
 from ._args import check_open_args, check_size
@@ -46,15 +46,23 @@ from ._ring import (
     DEFAULT_MAX_MESSAGE,
     GETS,
     HEAD,
+    HELD_BY_RECEIVE,
+    HELD_BY_RESERVE,
+    HOLDER_MASK,
+    HOLDER_SLOTS,
+    HOLDERS,
     POSITION_MAX,
     PRODUCER_SLOTS,
     PRODUCERS_WAITING,
     PUTS,
-    RECEIVING,
+    READY,
     RECORD,
+    RETRY,
     RING,
+    SCAN,
     SLEEPER_SLOTS,
     TAIL,
+    TAKEN,
     U64_MASK,
     WRAP,
     QueueKind,
@@ -62,6 +70,7 @@ from ._ring import (
     queued,
 )
 from ._segment import Core
+from ._signals import calm, calmed, uncalm
 from ._wait import Spinner, deadlines, patience_deadline, wait
 
 __all__ = ["QueueCore", "as_bytes_view"]
@@ -99,44 +108,20 @@ def wake(sem: SemaphoreHandle, n: int) -> None:
             pass
 
 
-_SIGMASK = getattr(signal, "pthread_sigmask", None)  # POSIX
-_MAIN = threading.main_thread().ident
 
 
-def _calm() -> Any:
-    """Block signals in this thread while a repair runs, if it is the main
-    thread (Python runs signal handlers there only), so that a second signal
-    cannot interrupt the repair of the first one's damage.  (About 3 µs a
-    pair, so only on these rare paths; a signal that arrives meanwhile is
-    handled right after.)  The mask to restore is kept in ``_CALMED``: a
-    signal handled between the block and the caller's ``try`` would
-    otherwise leave signals blocked, and the next queue call restores it
-    (``QueueCore._enter``)."""
-    if _SIGMASK is None or threading.get_ident() != _MAIN:
-        return None
-    if _CALMED[0] is None:
-        _CALMED[0] = _SIGMASK(signal.SIG_BLOCK, ())  # type: ignore[attr-defined,unused-ignore]
-    _SIGMASK(signal.SIG_BLOCK, signal.valid_signals())  # type: ignore[attr-defined,unused-ignore]
-    return _CALMED[0]
-
-
-def _uncalm(old: Any = None) -> None:
-    """Restore the signal mask ``_calm`` changed (if it did)."""
-    if _SIGMASK is not None and _CALMED[0] is not None and threading.get_ident() == _MAIN:
-        mask, _CALMED[0] = _CALMED[0], None
-        _SIGMASK(signal.SIG_SETMASK, mask)  # type: ignore[attr-defined,unused-ignore]
-
-
-_CALMED: list[Any] = [None]
+def _anyway() -> None:
+    """A wait's ``check_open`` for the steps that must end even once the
+    handle is closing (a block's end, the blocks given back at close)."""
 
 
 def _let_go_calmly(mutex: Mutex) -> None:
     """``_let_go`` with signals blocked: the repair after an exception."""
-    calm = _calm()
+    mask = calm()
     try:
         _let_go(mutex)
     finally:
-        _uncalm(calm)
+        uncalm(mask)
 
 
 def _let_go(mutex: Mutex) -> None:
@@ -155,10 +140,11 @@ class QueueCore(Closable):
 
     _core: Core  # set by _start, before any method can run
 
-    # The thread inside a ``receive`` or ``reserve`` block of this handle,
-    # which holds one of the queue's mutexes: its other calls on the handle
-    # would wait for itself, so they raise instead.
-    _txn_thread: int | None = None
+    # The threads inside a ``receive`` or ``reserve`` block of this handle:
+    # their other calls on the handle raise (a call inside one's own block is
+    # a mistake the block's documentation forbids), and ``close`` does not
+    # wait for their block to end.
+    _txn_threads: set[int] = frozenset()  # type: ignore[assignment]  # (set per instance)
     # Per thread, ``.carry``: the messages a get of this thread removed from
     # the ring, until it returns them.  An exception (a signal handler's)
     # that interrupts the get leaves them there, for the thread's next get.
@@ -174,6 +160,11 @@ class QueueCore(Closable):
         persistent: bool = False,
         permissions: int = 0o600,
     ) -> None:
+        # The holds of this handle's open blocks, by id of the block (not the
+        # block itself, whose __del__ ends a block let go): what ``close``
+        # gives back if a block is still open then.
+        self._open_blocks: dict[int, tuple[tuple[Any, ...], Any, int]] = {}
+        self._txn_threads = set()
         mode = check_open_args(name, create, persistent, permissions)
         check_size(capacity, "capacity")
         check_size(max_message, "max_message")
@@ -192,6 +183,8 @@ class QueueCore(Closable):
         self._mm = core.mm
         self._w = core.words(CONTROL, CONTROL_WORDS)
         self._ring_view = core.view(RING, self._ring)
+        # The ring as 32-bit words: a record's state is word ((hdr - RING) >> 2) + 1
+        self._states = core.words(RING, self._ring // 4, wide=False)
         r = core.resources
         self._put_mutex, self._get_mutex = r["put"], r["get"]
         self._data_sem, self._room_sem = r["data"], r["room"]
@@ -210,6 +203,9 @@ class QueueCore(Closable):
         self._local = threading.local()
         self._sleeper_slot = {CONSUMER_SLOTS: 0, PRODUCER_SLOTS: 0}  # where ours last was
         self._next_reap = 0.0
+        self._holder_slot = 0  # where this process's holder slot last was
+        self._next_settle = 0.0  # when to look for holders that died again
+        self._alive_seen: dict[int, tuple[tuple[int, ...], float]] = {}
         self._spinner = Spinner()
         self._lock_spinner = Spinner()
         self._start(core)
@@ -249,34 +245,63 @@ class QueueCore(Closable):
 
     # -- closing ---------------------------------------------------------------
     def _enter(self) -> None:
-        if _CALMED[0] is not None:
-            _uncalm()  # a repair was interrupted before it could unblock signals
+        if calmed():
+            uncalm()  # a repair was interrupted before it could unblock signals
         super()._enter()
 
     def close(self) -> None:
         """Close this process's handle (idempotent); messages stay for the
         other processes that have the queue open (or, if persistent, for
         later ones).  Calls waiting in other threads raise ValueError first,
-        at once, taking back their registration as sleepers.  Closed inside
-        this thread's own receive/reserve block, the block then raises
-        ValueError, and nothing is published or removed."""
+        at once, taking back their registration as sleepers.  Blocks still
+        open then (this thread's own, or another thread's after a second)
+        end as if by an exception: a received message comes back for the
+        other consumers, flagged, and a reservation is dropped; the block
+        then raises ValueError."""
         self._begin_close()  # the one "closed" flag: every call sees it from now on
         give_up = time.monotonic() + 1.0
         # (not for a receive/reserve block of this very thread, which cannot
         # end while it waits here)
-        me = threading.get_ident()
-        if self._calls_in_flight() and self._txn_thread != me and self._core is not None:
+        mine = 1 if threading.get_ident() in self._txn_threads else 0
+        if self._calls_in_flight() > mine and self._core is not None:
             # Wake this handle's sleepers so that they see the flag now, not
             # at the end of their wait slice.  (Posts are hints: a sleeper of
             # another process that takes one looks and sleeps again.)
             for sem in (self._data_sem, self._room_sem):
                 wake(sem, self._calls_in_flight())
-        while self._calls_in_flight() and self._txn_thread != me and time.monotonic() < give_up:
+        while self._calls_in_flight() > mine and time.monotonic() < give_up:
             time.sleep(0.001)
+        if self._open_blocks and self._core is not None:
+            self._give_back_blocks()
         super().close()
 
+    def _give_back_blocks(self) -> None:
+        """End the blocks still open at close, as if by an exception (those
+        whose mutex is not had in time come back when this process dies)."""
+        try:
+            if not self._lock(self._try_get, self._get_mutex, patience_deadline(), _anyway):
+                return
+        except (OSError, CorruptedError):
+            return
+        mask = calm()
+        try:
+            for key in list(self._open_blocks):
+                entry = self._open_blocks.pop(key, None)
+                if entry is not None:
+                    try:
+                        self._resolve(entry[0], False)
+                    except CorruptedError:
+                        pass  # not ours any more: nothing to give back
+            self._unlock(self._unlock_get, self._get_mutex)
+        except BaseException:
+            _let_go(self._get_mutex)
+            raise
+        finally:
+            uncalm(mask)
+
     # -- locking -----------------------------------------------------------------
-    def _lock(self, try_lock: Callable[[], int], mutex: Mutex, deadline: float | None) -> bool:
+    def _lock(self, try_lock: Callable[[], int], mutex: Mutex, deadline: float | None,
+              check_open: Callable[[], None] | None = None) -> bool:  # fmt: skip
         """Take a side's mutex; False if it was not had by the deadline.  A
         dead holder's state needs no repair: a position is published by one
         store, after the bytes it covers.  Callers call this inside a
@@ -285,7 +310,7 @@ class QueueCore(Closable):
             # (non-zero: busy, or a takeover from a dead holder that the
             # general acquire finishes)
             intact = self._put_intact if mutex is self._put_mutex else self._get_intact
-            return (intact() and try_lock() == 0) or self._lock_slices(mutex, deadline)
+            return (intact() and try_lock() == 0) or self._lock_slices(mutex, deadline, check_open)
         except OSError as e:
             raise mutex_error(e, self.name) from None
 
@@ -297,12 +322,13 @@ class QueueCore(Closable):
             except OSError as e:
                 raise mutex_error(e, self.name) from None
 
-    def _lock_slices(self, mutex: Mutex, deadline: float | None) -> bool:
+    def _lock_slices(self, mutex: Mutex, deadline: float | None,
+                     check_open: Callable[[], None] | None = None) -> bool:  # fmt: skip
         # Critical sections last microseconds: polling briefly (the spinner)
         # usually gets the mutex without sleeping in the kernel and being woken.
         return wait(
             lambda seconds: _os.mutex_acquire(mutex, seconds) != MUTEX_TIMEOUT,
-            True, None, self._check_open, self._lock_spinner,
+            True, None, check_open or self._check_open, self._lock_spinner,
             deadline=deadline, first_try=False,
         )  # fmt: skip
 
@@ -334,10 +360,7 @@ class QueueCore(Closable):
                 return False
             seen = words[position]
             if waiting:
-                removed = self._register(table, waiting, dead)
-                count = words[sleepers]
-                count = count if count <= POSITION_MAX else 0  # corrupt: start again
-                words[sleepers] = max(0, count + waiting - removed)
+                self._count_sleeper(table, sleepers, waiting, dead)
             self._unlock(unlock, mutex)
         except BaseException:
             _let_go_calmly(mutex)
@@ -347,6 +370,17 @@ class QueueCore(Closable):
         else:
             self._head_seen = seen
         return True
+
+    def _count_sleeper(self, table: int, sleepers: int, waiting: int,
+                       dead: list[tuple[int, tuple[int, int, int, int, int]]]) -> None:  # fmt: skip
+        """Under the count's mutex: add ``waiting`` (+1 or -1) to the count
+        of sleepers at word ``sleepers`` and to this process's slot in
+        ``table``, removing the ``dead`` registrations."""
+        words = self._w
+        removed = self._register(table, waiting, dead)
+        count = words[sleepers]
+        count = count if count <= POSITION_MAX else 0  # corrupt: start again
+        words[sleepers] = max(0, count + waiting - removed)
 
     def _dead_sleepers(self, table: int) -> list[tuple[int, tuple[int, int, int, int, int]]]:
         """The slots of ``table`` whose process is dead: (index, contents),
@@ -405,12 +439,14 @@ class QueueCore(Closable):
         return words[index] != seen or self._spinner.spin(lambda: words[index] != seen)
 
     def _check_txn(self) -> None:
-        if self._txn_thread is not None and self._txn_thread == threading.get_ident():
+        if threading.get_ident() in self._txn_threads:
             # A block object let go while still open (an exception raised at
             # the very entry of its __exit__) ends in its __del__: on an
-            # interpreter without reference counting, only once collected.
+            # interpreter without reference counting, only once collected;
+            # one whose __del__ was interrupted too is swept here.
             gc.collect()
-        if self._txn_thread is not None and self._txn_thread == threading.get_ident():
+            self._sweep_blocks()
+        if threading.get_ident() in self._txn_threads:
             raise RuntimeError(
                 "this thread is inside a receive() or reserve() block of this MessageQueue"
             )
@@ -431,23 +467,25 @@ class QueueCore(Closable):
             return None
         return pos, skip
 
-    def _seal(self, tail: int, pos: int, skip: int, nbytes: int) -> int:
+    def _seal(self, tail: int, pos: int, skip: int, nbytes: int, state: int = READY) -> int:
         """Write the record header of ``nbytes`` whose payload is already in
-        place (and the wrap marker before it); return the tail after it."""
+        place (and the wrap marker before it), in ``state``; return the tail
+        after it."""
         if skip:
             RECORD.pack_into(self._mm, RING + pos, WRAP, 0)
             tail += skip
             pos = 0
-        RECORD.pack_into(self._mm, RING + pos, nbytes, 0)
+        RECORD.pack_into(self._mm, RING + pos, nbytes, state)
         return tail + 8 + ((nbytes + 7) & ~7)
 
-    def _record(self, head: int, tail: int) -> tuple[int, int, int]:
+    def _record(self, head: int, tail: int) -> tuple[int, int, int, int, int]:
         """The record at ``head`` (< ``tail``), checked against the ring:
-        (offset of its payload in the mapping, its length, the head after
-        it).  Everything in the ring is untrusted."""
+        (offset of its header in the mapping, its length, its state, its
+        position, the position after it).  Everything in the ring is
+        untrusted."""
         ring = self._ring
         pos = head % ring  # head is a multiple of 8 (_bounds), so pos <= ring - 8
-        n, _ = RECORD.unpack_from(self._mm, RING + pos)
+        n, state = RECORD.unpack_from(self._mm, RING + pos)
         if n == WRAP:
             # A producer writes a wrap marker only together with the record
             # that follows it at the start of the ring.
@@ -455,11 +493,11 @@ class QueueCore(Closable):
             pos = 0
             if head >= tail:
                 raise self._corrupt("corrupt record")
-            n, _ = RECORD.unpack_from(self._mm, RING)
+            n, state = RECORD.unpack_from(self._mm, RING)
         size = 8 + ((n + 7) & ~7)  # record_size(n), inline: once per message
         if n > self._max_message or head + size > tail or pos + size > ring:
             raise self._corrupt("corrupt record")
-        return RING + pos + 8, n, head + size
+        return RING + pos, n, state, head, head + size
 
     # -- put -----------------------------------------------------------------------
     def _tail_checked(self) -> tuple[int, int]:
@@ -519,33 +557,61 @@ class QueueCore(Closable):
             raise self._corrupt("head beyond tail")
         return self._place(tail, self._head_seen, nbytes) is not None
 
-    def _reserve_at(self, nbytes: int, deadline: float | None) -> tuple[int, int, int] | int:
-        """Room for one record of ``nbytes``: (tail, position, bytes skipped
-        to wrap) with the put mutex held; 0 if no room (mutex released);
-        -1 if the mutex was not had before the deadline."""
+    def _reserve_at(self, nbytes: int, deadline: float | None) -> tuple[int, int, int, Any] | int:
+        """Room for one record of ``nbytes``, published at once as held by
+        this process's reserve, so that other producers go on after it:
+        (header offset, its position, holder slot, signal mask) with the get
+        mutex still held and signals blocked (``_txn_begin`` gives both
+        back); 0 if no room (or no holder slot); -1 if a mutex was not had
+        before the deadline.  Takes the get mutex, then the put mutex (the
+        lock order): the holder table and the count of messages are the get
+        side's."""
+        words = self._w
+        mask = None
         try:
-            if not self._lock(self._try_put, self._put_mutex, deadline):
+            if not self._lock(self._try_get, self._get_mutex, deadline):
                 return -1
+            if not self._lock(self._try_put, self._put_mutex, deadline):
+                self._unlock(self._unlock_get, self._get_mutex)
+                return -1
+            self._head_seen = words[HEAD]  # fresh: the get mutex is ours
             tail, head = self._tail_checked()
             where = self._place(tail, head, nbytes)
             if where is not None:
-                return (tail, *where)
+                mask = calm()
+                slot = self._claim_holder()
+                if slot >= 0:
+                    pos, skip = where
+                    after = self._seal(tail, pos, skip, nbytes, HELD_BY_RESERVE | slot)
+                    puts = (words[PUTS] + 1) & U64_MASK
+                    gets = (words[GETS] + 1) & U64_MASK  # not a message until published
+                    words[TAIL] = after
+                    words[PUTS] = puts
+                    words[GETS] = gets
+                    self._unlock(self._unlock_put, self._put_mutex)
+                    return RING + (0 if skip else pos), tail + skip, slot, mask
+                uncalm(mask)
+                mask = None
             self._unlock(self._unlock_put, self._put_mutex)
+            self._unlock(self._unlock_get, self._get_mutex)
         except BaseException:
             _let_go_calmly(self._put_mutex)
+            _let_go_calmly(self._get_mutex)
+            if mask is not None:
+                uncalm(mask)
             raise
         return 0
 
     def _produce(
         self, views: list[bytes | memoryview], nbytes: int, block: bool, timeout: float | None
-    ) -> tuple[int, tuple[int, int, int] | None, bool]:
+    ) -> tuple[int, tuple[int, int, int, Any] | None, bool]:
         """Put ``views`` in order or, with no views, reserve room for one
         record of ``nbytes``.  Returns (how many were put, the reservation
-        (put mutex held) or None, whether this call is still registered as a
-        sleeping producer: only with a reservation, whose end unregisters,
-        after the put mutex, since the lock order is get, then put)."""
+        (``_reserve_at``'s, get mutex held) or None, whether this call is
+        still registered as a sleeping producer: only with a reservation,
+        whose caller unregisters under the get mutex it holds)."""
         sent = 0
-        if views and timeout is None and block is True and self._txn_thread is None:
+        if views and timeout is None and block is True and not self._txn_threads:
             # The common call finds room at once: no deadline to work out.
             sent = self._append(views, None)
             if sent == len(views):
@@ -556,16 +622,16 @@ class QueueCore(Closable):
     def _produce_waiting(
         self, views: list[bytes | memoryview], nbytes: int, block: bool, timeout: float | None,
         sent: int,
-    ) -> tuple[int, tuple[int, int, int] | None, bool]:  # fmt: skip
+    ) -> tuple[int, tuple[int, int, int, Any] | None, bool]:  # fmt: skip
         """``_produce`` beyond its first try, ``sent`` of ``views`` put.
         (A method of its own: the wait's closure makes the variables it
         shares cells, slower to use on the first try.)"""
-        if self._txn_thread is not None:
+        if self._txn_threads:
             self._check_txn()
         deadline, patience = deadlines(block, timeout)
         count = len(views) or 1
         registered = retried = spun = False
-        held: tuple[int, int, int] | None = None
+        held: tuple[int, int, int, Any] | None = None
 
         def attempt(seconds: float) -> bool:
             """Put (or reserve) what fits, after a wait of ``seconds`` for
@@ -647,69 +713,294 @@ class QueueCore(Closable):
 
     def _take(self, limit: int, deadline: float | None) -> bool:
         """Move up to ``limit`` messages to this thread's carry-over in one
-        critical section; False if there were none up to the tail this
+        critical section; False if there were none ready up to the tail this
         process has seen, or the get mutex was not had before the deadline."""
-        mm, words, record, carry = self._mm, self._w, self._record, self._local.carry
-        out: list[bytes] = []
-        head = gets = -1
+        mm, words, states, record = self._mm, self._w, self._states, self._record
+        carry = self._local.carry
+        out: list[bytes] = []  # from the head on: they leave with the head's store
+        behind: list[tuple[int, bytes]] = []  # (header, message) behind a held record
+        head0 = head = gets0 = -1
         taken = carried = False
         try:
             if not self._lock(self._try_get, self._get_mutex, deadline):
                 return False
+            gets0 = words[GETS]
             bounds = self._bounds(deadline)
             if bounds is not None:
-                head, tail = bounds
-                while head < tail and len(out) < limit:
-                    offset, n, head = record(head, tail)
-                    out.append(mm[offset : offset + n])
+                head0, tail = bounds
+                head = head0
+                pos = head0 if words[SCAN] == head0 else self._scan_start(head0, tail)
+                if pos == head0:  # the common case: the oldest records are ready
+                    while pos < tail and len(out) < limit:
+                        hdr, n, state, _, after = record(pos, tail)
+                        if state > RETRY:
+                            break
+                        out.append(mm[hdr + 8 : hdr + 8 + n])
+                        pos = after
+                    head = pos
+                if pos < tail and len(out) < limit:
+                    pos, head = self._take_behind(pos, head, tail, limit - len(out), out, behind)
+            got = out + [m for _, m in behind] if behind else out
             sleepers = 0
-            if out:
-                gets = (words[GETS] + len(out)) & U64_MASK
-                words[HEAD] = head  # the messages leave the ring here
+            if head != head0:
+                gets = (gets0 + len(got)) & U64_MASK
+                words[HEAD] = head  # the messages at the head leave the ring here
                 taken = True
                 words[GETS] = gets
-                if words[RECEIVING]:
-                    words[RECEIVING] = 0  # a receive that did not finish: taken now
                 sleepers = words[PRODUCERS_WAITING]
+            elif behind:
+                words[GETS] = (gets0 + len(got)) & U64_MASK
+            if bounds is not None:
+                # After the head: a process killed between the two stores
+                # leaves a hint at or below the head, which is void.
+                words[SCAN] = pos
             self._unlock(self._unlock_get, self._get_mutex)
-            carry += out
+            carry += got
             carried = True
         except BaseException:
             # First, with no call before it (CPython runs a second signal's
             # handler only at a call or a jump): messages that left the ring
-            # (the mutex is still ours until `taken` is set) go to this
-            # thread's carry-over.
-            if out and not carried and (taken or words[HEAD] == head):
-                carry += out
+            # (the mutex is still ours until `carried` is set) go to this
+            # thread's carry-over; those at the head left if the head was
+            # stored, those behind a held record if they were marked taken.
+            if (out or behind) and not carried:
+                kept = list(out) if taken or (head != head0 and words[HEAD] == head) else []
+                kept += [m for hdr, m in behind if states[((hdr - RING) >> 2) + 1] == TAKEN]
+                carry += kept
                 carried = True
-                if words[GETS] != gets:
-                    words[GETS] = gets
+                if words[GETS] != (gets0 + len(kept)) & U64_MASK:
+                    words[GETS] = (gets0 + len(kept)) & U64_MASK
+            if head0 >= 0 and words[SCAN] > words[HEAD]:
+                # (at or below the head the hint is void, which is always true)
+                words[SCAN] = words[HEAD]
             _let_go_calmly(self._get_mutex)
             raise
         if sleepers:
-            wake(self._room_sem, min(len(out), sleepers))
-        return bool(out)
+            wake(self._room_sem, min(len(got), sleepers) or 1)
+        return bool(got)
 
-    def _hold(self, limit: int, deadline: float | None) -> tuple[int, int, int, bool] | None:
-        """The oldest message, with the get mutex held: (payload offset,
-        length, head after it, redelivered).  None, the mutex released, if
-        there is none up to the tail this process has seen or the mutex was
-        not had in time."""
-        words = self._w
+    def _hold(self, limit: int, deadline: float | None) -> tuple[Any, ...] | None:
+        """The oldest ready message, marked as held by this process's receive:
+        (header offset, length, position, position after it, redelivered,
+        holder slot, signal mask), with the get mutex still held and signals
+        blocked (``_txn_begin`` gives both back).  None, the mutex released,
+        if none is ready up to the tail this process has seen, every holder
+        slot is in use, or the mutex was not had in time."""
+        words, states, record = self._w, self._states, self._record
+        mask = None
         try:
             if not self._lock(self._try_get, self._get_mutex, deadline):
                 return None
             bounds = self._bounds(deadline)
-            if bounds is not None and bounds[0] < bounds[1]:
-                offset, n, after = self._record(*bounds)
-                redelivered = bool(words[RECEIVING])
-                words[RECEIVING] = 1
-                return offset, n, after, redelivered
+            if bounds is not None:
+                head, tail = bounds
+                pos = self._scan_start(head, tail)
+                front = pos == head
+                found = None
+                while pos < tail:
+                    hdr, n, state, at, after = record(pos, tail)
+                    if state > TAKEN:
+                        state = self._settle(hdr, state)
+                    if state <= RETRY:
+                        found = (hdr, n, at, after, state == RETRY)
+                        break
+                    if state != TAKEN:
+                        front = False
+                    pos = after
+                    if front:
+                        head = pos
+                if front and head != words[HEAD]:
+                    words[HEAD] = head  # past records taken before
+                if found is None:
+                    words[SCAN] = pos
+                else:
+                    mask = calm()
+                    slot = self._claim_holder()
+                    if slot >= 0:
+                        hdr = found[0]
+                        states[((hdr - RING) >> 2) + 1] = HELD_BY_RECEIVE | slot
+                        words[SCAN] = found[3]
+                        return (*found, slot, mask)
+                    uncalm(mask)  # every slot in use: wait, as for a message
+                    mask = None
             self._unlock(self._unlock_get, self._get_mutex)
         except BaseException:
             _let_go_calmly(self._get_mutex)
+            if mask is not None:
+                uncalm(mask)
             raise
         return None
+
+    def _take_behind(self, pos: int, head: int, tail: int, limit: int, out: list[bytes],
+                     behind: list[tuple[int, bytes]]) -> tuple[int, int]:  # fmt: skip
+        """``_take`` past the first record that is not ready: messages held
+        by a block are stepped over, the ready ones behind them taken (marked
+        TAKEN in place), records taken before passed by the head.  Returns
+        (where the walk stopped, the head)."""
+        mm, states, record = self._mm, self._states, self._record
+        front = pos == head
+        while pos < tail and len(behind) + (len(out) if front else 0) < limit:
+            hdr, n, state, _, after = record(pos, tail)
+            if state > TAKEN:
+                state = self._settle(hdr, state)
+            if state <= RETRY:
+                if front:
+                    out.append(mm[hdr + 8 : hdr + 8 + n])
+                else:
+                    behind.append((hdr, mm[hdr + 8 : hdr + 8 + n]))
+                    states[((hdr - RING) >> 2) + 1] = TAKEN
+            elif state != TAKEN:
+                front = False
+            pos = after
+            if front:
+                head = pos
+        return pos, head
+
+    def _scan_start(self, head: int, tail: int) -> int:
+        """Where a consumer starts looking for a ready record: the SCAN hint
+        if it is one, else the head (always right, and where the records of
+        a holder that died are found again)."""
+        scan: int = self._w[SCAN]
+        if scan <= head or scan > tail or scan & 7:
+            return head
+        # Past the head only if a block of a live process holds the record
+        # at it: records taken before (or a wrap marker) there, or one whose
+        # holder died, are for this walk to pass.
+        hdr, _, state, _, _ = self._record(head, tail)
+        if state <= TAKEN or self._settle(hdr, state) <= TAKEN or self._holder_died():
+            return head
+        return scan
+
+    # -- holders: the processes with records inside receive/reserve blocks ----------------
+    def _claim_holder(self) -> int:
+        """Under the get mutex: count one more record held by this process,
+        in its slot of HOLDERS (kept, with a count of 0, while the process
+        lives); the slot, or -1 if every slot is another live process's."""
+        mm, size = self._mm, SLOT.size
+        pid, token, ns = this_process()
+        hint = self._holder_slot
+        spid, count, stoken, sns, _ = SLOT.unpack_from(mm, HOLDERS + hint * size)
+        if spid == pid and stoken == token and sns == ns:
+            SLOT.pack_into(mm, HOLDERS + hint * size, pid, count + 1, token, ns, 0)
+            return hint
+        free = -1
+        for i in range(HOLDER_SLOTS):
+            spid, count, stoken, sns, _ = SLOT.unpack_from(mm, HOLDERS + i * size)
+            if spid == pid and stoken == token and sns == ns:
+                free = i
+                break
+            if free < 0 and (spid == 0 or (
+                    not count and sns == ns and not process_alive(spid, stoken))):  # fmt: skip
+                free, count = i, 0
+        if free >= 0:
+            SLOT.pack_into(mm, HOLDERS + free * size, pid, count + 1, token, ns, 0)
+            self._holder_slot = free
+        return free
+
+    def _release_holder(self, slot: int, mine: bool = True) -> None:
+        """Under the get mutex: one record fewer held in ``slot``; the slot
+        of a process that died is freed with its last record."""
+        at = HOLDERS + slot * SLOT.size
+        pid, count, token, ns, _ = SLOT.unpack_from(self._mm, at)
+        if count > 1 or (mine and count == 1):
+            SLOT.pack_into(self._mm, at, pid, count - 1, token, ns, 0)
+        elif pid:
+            SLOT.pack_into(self._mm, at, 0, 0, 0, 0, 0)
+
+    def _holder_alive(self, slot: int) -> bool:
+        """Is the process holding records in ``slot`` alive?  (Judged in
+        full at most once a second per slot, which costs a few system calls;
+        in between, one call tells whether its pid is gone.)"""
+        entry = SLOT.unpack_from(self._mm, HOLDERS + slot * SLOT.size)
+        pid, count, token, ns, _ = entry
+        if not pid or not count:
+            return False  # nobody holds records there
+        now = time.monotonic()
+        seen = self._alive_seen.get(slot)
+        if seen is not None and seen[0] == entry and now < seen[1]:
+            if _os.process_exists(pid):
+                return True
+            del self._alive_seen[slot]
+            return False
+        # a process whose liveness cannot be seen (another pid namespace) is alive
+        alive = ns != this_process()[2] or process_alive(pid, token)
+        if alive:
+            self._alive_seen[slot] = (entry, now + 1.0)
+        return alive
+
+    def _holder_died(self) -> bool:
+        """Does a process that died still hold records?  (At most once a
+        second per handle; True makes the next walk start at the head.)"""
+        now = time.monotonic()
+        if now < self._next_settle:
+            return False
+        self._next_settle = now + 1.0
+        mm, size, my_ns = self._mm, SLOT.size, this_process()[2]
+        for i in range(HOLDER_SLOTS):
+            pid, count, token, ns, _ = SLOT.unpack_from(mm, HOLDERS + i * size)
+            if pid and count and ns == my_ns and not process_alive(pid, token):
+                return True
+        return False
+
+    def _settle(self, hdr: int, state: int) -> int:
+        """Under the get mutex: the state of a held record, after its holder
+        is looked at: a receive whose process died gives its message back
+        (RETRY), a reservation whose process died is dropped (TAKEN)."""
+        kind, slot = state & ~HOLDER_MASK, state & HOLDER_MASK
+        if kind not in (HELD_BY_RECEIVE, HELD_BY_RESERVE) or slot >= HOLDER_SLOTS:
+            raise self._corrupt("corrupt record")
+        if self._holder_alive(slot):
+            return state
+        state = RETRY if kind == HELD_BY_RECEIVE else TAKEN
+        self._states[((hdr - RING) >> 2) + 1] = state
+        self._release_holder(slot, mine=False)
+        return state
+
+    def _resolve(self, hold: tuple[Any, ...], commit: bool) -> tuple[bool, bool]:
+        """Under the get mutex: end a block's hold on its record (``hold``:
+        reserve?, header, position, position after it, slot).  A received
+        message is removed (``commit``) or made ready again, flagged, first
+        in line; a reserved one is published (``commit``) or dropped.
+        Returns (a message became ready, room was made)."""
+        reserve, hdr, at, end, slot = hold
+        words, states = self._w, self._states
+        i = ((hdr - RING) >> 2) + 1
+        if states[i] != (HELD_BY_RESERVE if reserve else HELD_BY_RECEIVE) | slot:
+            raise self._corrupt("a held record changed")
+        ready = room = False
+        if commit == reserve:  # a reservation published, or a receive given up
+            states[i] = READY if reserve else RETRY
+            if reserve:
+                words[GETS] = (words[GETS] - 1) & U64_MASK  # counted from now on
+            if words[SCAN] > at:
+                words[SCAN] = at
+            ready = True
+        else:  # a received message removed, or a reservation dropped
+            states[i] = TAKEN
+            if not reserve:
+                words[GETS] = (words[GETS] + 1) & U64_MASK
+            room = self._pass_taken(end)
+        self._release_holder(slot)
+        return ready, room
+
+    def _pass_taken(self, end: int) -> bool:
+        """Under the get mutex: move the head past the records at it that
+        were taken, up to ``end`` or the tail this process has seen (read
+        under the put mutex, where stores are not ordered); True if it moved."""
+        words, record = self._w, self._record
+        head = start = words[HEAD]
+        tail = max(end, words[TAIL] if self._ordered else self._tail_seen)
+        while head < tail:
+            _, _, state, _, after = record(head, tail)
+            if state != TAKEN:
+                break
+            head = after
+        if head == start:
+            return False
+        words[HEAD] = head
+        if words[SCAN] < head:
+            words[SCAN] = head
+        return True
 
     def _consume(self, step: Callable[[int, float | None], Any], limit: int, block: bool,
                  timeout: float | None) -> Any:  # fmt: skip
@@ -718,16 +1009,16 @@ class QueueCore(Closable):
         if (
             timeout is None
             and block is True
-            and self._txn_thread is None
+            and not self._txn_threads
             and self._tail_seen > self._w[HEAD]  # a message as far as we know
         ):
             got = step(limit, None)  # the common call: no deadline to work out
             if got:
                 return got
-        if self._txn_thread is not None:
+        if self._txn_threads:
             self._check_txn()
         deadline, patience = deadlines(block, timeout)
-        if self._tail_seen <= self._w[HEAD]:
+        if not self._maybe_ready():
             self._refresh_tail(patience)  # caught up with what we knew: look again
         got = step(limit, patience)
         if got:
@@ -740,6 +1031,12 @@ class QueueCore(Closable):
             if got:
                 return got
         return self._sleep_for_messages(step, limit, deadline, block, timeout)
+
+    def _maybe_ready(self) -> bool:
+        """Might a message be ready up to the tail this process has seen?
+        (Without the get mutex: a hint.)"""
+        words = self._w
+        return self._tail_seen > max(words[HEAD], words[SCAN])
 
     def _sleep_for_messages(
         self, step: Callable[[int, float | None], Any], limit: int, deadline: float | None,
@@ -785,7 +1082,7 @@ class QueueCore(Closable):
             if not self._refresh_tail(time.monotonic() + timeout, 1):
                 return False
             try:
-                if self._tail_seen != self._w[HEAD]:
+                if self._maybe_ready():
                     return True
                 return _os.semaphore_wait(self._data_sem, timeout)
             finally:
@@ -828,14 +1125,19 @@ class QueueCore(Closable):
     def _txn_begin(self, block: Any) -> None:
         """Enter a receive or reserve block (``block._reserve``): sets
         ``block.data``, ``block._state`` (what ``_txn_end`` needs) and, last,
-        ``block._inside``, with the side's mutex held.  An exception before
-        ``_inside`` is set has released the mutex; after it, the caller ends
-        the block."""
+        ``block._inside``.  The record is marked as held by this process in
+        the ring, so that other consumers (or producers) go on past it; no
+        mutex is held inside the block.  An exception before ``_inside`` is
+        set has given the hold back; after it, the caller ends the block."""
         reserve = block._reserve
         nbytes, blocking, timeout = block._args
         self._enter()
         core = self._core
+        me = threading.get_ident()
+        mask = hold = None
         try:
+            if self._open_blocks:
+                self._sweep_blocks()
             if reserve:
                 sent, held, registered = self._produce([], nbytes, blocking, timeout)
                 if not sent or held is None:
@@ -843,85 +1145,121 @@ class QueueCore(Closable):
                         f"no room for {nbytes} bytes in MessageQueue {self.name!r} "
                         f"{waited(blocking, timeout)}"
                     )
-                tail, pos, skip = held
-                start = 0 if skip else pos
-                state: Any = (tail, pos, skip, nbytes, registered)
-                # lent: released as soon as a close begins, so that a read
-                # after it raises on every interpreter
-                block.data = core.lend(self._ring_view[start + 8 : start + 8 + nbytes])
+                hdr, at, slot, mask = held
+                hold = (True, hdr, at, at + 8 + ((nbytes + 7) & ~7), slot)
+                if registered:  # as a sleeping producer: under the get mutex we hold
+                    self._count_sleeper(PRODUCER_SLOTS, PRODUCERS_WAITING, -1, [])
+                view = self._ring_view[hdr - RING + 8 : hdr - RING + 8 + nbytes]
+                redelivered = False
             else:
-                offset, n, after, redelivered = self._consume(self._hold, 1, blocking, timeout)
-                state = (after, redelivered)
-                block.data = core.lend(
-                    self._ring_view[offset - RING : offset - RING + n].toreadonly()
+                hdr, n, at, after, redelivered, slot, mask = self._consume(
+                    self._hold, 1, blocking, timeout
                 )
-            self._txn_thread = threading.get_ident()
-            block._state = state
+                hold = (False, hdr, at, after, slot)
+                view = self._ring_view[hdr - RING + 8 : hdr - RING + 8 + n].toreadonly()
+            # lent: released as soon as a close begins, so that a read
+            # after it raises on every interpreter
+            block.data = core.lend(view)
+            block._state = (hold, redelivered, me)
+            self._open_blocks[id(block)] = (hold, weakref.ref(block), me)
+            self._txn_threads.add(me)
             block._inside = True
+            self._unlock(self._unlock_get, self._get_mutex)
         except BaseException:
-            calm = _calm()
-            try:
-                if not block._inside:  # (else begun after all: the caller ends it)
-                    self._txn_thread = None
-                    _let_go(self._put_mutex if reserve else self._get_mutex)
-                    self._leave()
-            finally:
-                _uncalm(calm)
+            if not block._inside:  # (else begun after all: the caller ends it)
+                if hold is not None:
+                    self._open_blocks.pop(id(block), None)
+                    self._resolve(hold, False)  # (the get mutex is still ours)
+                    self._txn_threads.discard(me)
+                _let_go(self._get_mutex)
+                self._leave()
             raise
+        finally:
+            if mask is not None:
+                uncalm(mask)
 
     def _txn_end(self, block: Any, commit: bool) -> None:
-        """Leave a receive or reserve block: publish (``commit``) or drop,
-        then release the mutex and wake whoever waits for the change.  An
-        exception at any point (a signal handler's) still ends the block
-        (``block._inside`` cleared last); the message is then published (or
-        removed) if its position was stored before the exception, else not."""
-        sleepers = 0
+        """Leave a receive or reserve block: remove the received message or
+        publish the reserved one (``commit``), or give it back, then wake
+        whoever waits for the change.  It runs with signals blocked, so a
+        signal handler's exception comes before it (the block still open:
+        the caller ends it again) or after it; a hold it could not resolve
+        (the get mutex not had within a second) is given back by ``close``
+        (at the latest at exit), or when this process dies."""
+        ready = room = False
         closed = False
+        mask = calm()
         try:
-            reserve, state, words = block._reserve, block._state, self._w
-            # Closed meanwhile (by this thread: close() waits for other
-            # threads' blocks): the views of the queue are gone, so nothing
-            # can be published or removed; the mutex is still ours to release.
+            # Closed meanwhile: the views of the queue are going, so nothing
+            # is published or removed (close gives the hold back if we do not).
             closed = self._core is None or self._core.closed
-            if commit and not closed:
-                if reserve:
-                    tail, pos, skip, nbytes, _ = state
-                    tail = self._seal(tail, pos, skip, nbytes)
-                    puts = (words[PUTS] + 1) & U64_MASK
-                    words[TAIL] = tail
-                    words[PUTS] = puts
-                    sleepers = words[CONSUMERS_WAITING]
-                else:
-                    gets = (words[GETS] + 1) & U64_MASK
-                    words[HEAD] = state[0]
-                    words[GETS] = gets
-                    words[RECEIVING] = 0
-                    sleepers = words[PRODUCERS_WAITING]
+            ready, room = self._end_hold(id(block), commit and not closed)
             self._end_block(block)
-            if reserve and state[4] and not closed:  # registered as a sleeping producer
-                self._refresh_head(patience_deadline(), -1)
-            if sleepers:
-                wake(self._data_sem if reserve else self._room_sem, 1)
         finally:
             if block._inside:
-                calm = _calm()
-                try:
-                    self._end_block(block)
-                finally:
-                    _uncalm(calm)
+                _let_go(self._get_mutex)  # if an interrupted begin kept it
+                self._end_block(block)
+            uncalm(mask)
+        if ready:
+            self._wake_if_sleeping(self._data_sem, CONSUMERS_WAITING)
+        if room:
+            self._wake_if_sleeping(self._room_sem, PRODUCERS_WAITING)
         if closed:
             what = "published" if block._reserve else "removed from the queue"
             raise ValueError(f"MessageQueue was closed inside the block: nothing was {what}")
 
+    def _end_hold(self, key: int, commit: bool) -> tuple[bool, bool]:
+        """With signals blocked: resolve the hold of the open block ``key``
+        (``_resolve``) under the get mutex, if it is still open and the
+        mutex is had within a second; else nothing."""
+        if key not in self._open_blocks or self._core is None:
+            return False, False
+        try:
+            if not self._lock(self._try_get, self._get_mutex, patience_deadline(), _anyway):
+                return False, False
+            entry = self._open_blocks.pop(key, None)
+            outcome = (False, False) if entry is None else self._resolve(entry[0], commit)
+            self._unlock(self._unlock_get, self._get_mutex)
+        except BaseException:
+            _let_go(self._get_mutex)
+            raise
+        return outcome
+
+    def _sweep_blocks(self) -> None:
+        """Give back the holds of blocks whose object is gone: let go while
+        still open (an exception at the very entry of its ``__exit__`` and
+        again in its ``__del__``: its thread is freed and its call left), or
+        ended without the get mutex in time."""
+        for key, (_, ref, thread) in list(self._open_blocks.items()):
+            if ref() is None:
+                mask = calm()
+                try:
+                    self._end_hold(key, False)
+                    if thread in self._txn_threads:  # never ended
+                        self._txn_threads.discard(thread)
+                        try:
+                            self._leave()  # the call the block kept open
+                        except IndexError:
+                            pass
+                finally:
+                    uncalm(mask)
+
+    def _wake_if_sleeping(self, sem: SemaphoreHandle, sleepers: int) -> None:
+        """Wake one sleeper on ``sem`` if the count at word ``sleepers`` says
+        any sleeps: read without its mutex, it is a hint, which suffices here
+        because a sleeper registers before it looks under the get mutex,
+        whose section that changed the record came before this read."""
+        if self._core is not None and not self._core.closed and self._w[sleepers]:
+            wake(sem, 1)
+
     def _end_block(self, block: Any) -> None:
         """What ends every receive/reserve block: the view released, the
-        mutex given back, the call left, and ``block._inside`` cleared last
-        (nothing between ``_leave`` returning and that store can be
-        interrupted), so that running it again after an exception is safe."""
+        call left, and ``block._inside`` cleared last (nothing between
+        ``_leave`` returning and that store can be interrupted), so that
+        running it again after an exception is safe."""
         if self._core is not None:
             self._core.reclaim(block.data)  # (an export the caller kept: valid only inside)
-        self._txn_thread = None
-        _let_go(self._put_mutex if block._reserve else self._get_mutex)
+        self._txn_threads.discard(block._state[2])
         try:
             self._leave()
         except IndexError:

@@ -1,11 +1,12 @@
 """The message queue's shared layout and the helpers that read it.
 
 One shared-memory segment holds two crash-safe mutexes (*put* guards
-``tail``, *get* guards ``head``), a page of control words and a byte ring of
-variable-length records.  ``MessageQueue`` (mq.py) drives it; this module
-knows the layout (docs/FORMAT.md), the kind's create/attach/remove steps and
-the checks of its sizes; _queue_core.py is the engine that reads and writes
-it.
+``tail``, *get* guards ``head`` and the records' states), a page of control
+words, a page recording which processes hold records inside a receive or
+reserve block, and a byte ring of variable-length records.
+``MessageQueue`` (mq.py) drives it; this module knows the layout
+(docs/FORMAT.md), the kind's create/attach/remove steps and the checks of
+its sizes; _queue_core.py is the engine that reads and writes it.
 """
 
 from __future__ import annotations
@@ -26,17 +27,20 @@ PAGE = max(4096, mmap.PAGESIZE)  # each mutex is mapped a page at a time
 PUT_MUTEX = HEADER_SIZE  # offsets in the segment
 GET_MUTEX = HEADER_SIZE + PAGE
 CONTROL = HEADER_SIZE + 2 * PAGE
-RING = HEADER_SIZE + 3 * PAGE
+HOLDERS = HEADER_SIZE + 3 * PAGE
+RING = HEADER_SIZE + 4 * PAGE
 # Control page: native unsigned 64-bit words, by index.  Each is written by
 # one item assignment through a memoryview cast to "Q": a single aligned
 # 8-byte store, which a reader never sees half-done (struct.pack_into would
 # zero the bytes first, then fill them in).
 TAIL, PUTS, CONSUMERS_WAITING = 0, 1, 2  # under the put mutex
 HEAD, GETS, PRODUCERS_WAITING = 8, 9, 10  # under the get mutex (another cache line)
-# Under the get mutex: 1 while a ``receive`` holds the oldest message, so a
-# receive after one that did not finish (an exception, or its process died)
-# reports the message as redelivered.
-RECEIVING = 11
+# Under the get mutex: where a consumer starts looking for a ready record.
+# Every record in [head, scan) is held by a block or already taken, so
+# consumers behind a long-held receive do not walk the records they already
+# took, again and again.  A hint: outside [head, tail], a consumer starts at
+# the head.
+SCAN = 11
 CONTROL_WORDS = 16
 # Who is registered in CONSUMERS_WAITING / PRODUCERS_WAITING (byte offsets
 # in the segment): SLEEPER_SLOTS slots each, in the attach table's format
@@ -46,8 +50,23 @@ CONTROL_WORDS = 16
 SLEEPER_SLOTS = 32
 CONSUMER_SLOTS = CONTROL + 1024
 PRODUCER_SLOTS = CONTROL + 2048
-RECORD = struct.Struct("=II")  # payload length, reserved (0)
+# The processes holding records in a receive or reserve block (docs/FORMAT.md
+# §11): HOLDER_SLOTS slots in the attach table's format, the count being the
+# records the process holds.  Under the get mutex.  A record's state names
+# its holder's slot, so that the records of a process that died come back.
+HOLDER_SLOTS = 64
+RECORD = struct.Struct("=II")  # payload length, state
+STATE = struct.Struct("=I")  # the state alone, at offset 4 of a record
 WRAP = 0xFFFFFFFF  # a record length meaning "continue at the start of the ring"
+# Record states.  A producer writes READY, or HELD_BY_RESERVE with its slot,
+# before it publishes the tail; every later change is made under the get
+# mutex.  HELD_BY_*: the low byte is the holder's slot in HOLDERS.
+READY = 0
+RETRY = 1  # ready, after a receive of it that did not end normally
+TAKEN = 2  # taken out of order, behind a held record: the head passes it
+HELD_BY_RECEIVE = 0x100
+HELD_BY_RESERVE = 0x200
+HOLDER_MASK = 0xFF
 U64_MASK = (1 << 64) - 1  # counters wrap; positions never get near (see below)
 # Positions count bytes ever written: 2**62 is 146 years at 1 TB/s.  A larger
 # one is corrupt, and refusing it keeps every sum below 2**64.
@@ -66,7 +85,7 @@ class QueueKind(Kind):
         self.given = (capacity, max_message)  # what the caller asked for
 
     def area_size(self, params: tuple[int, int]) -> int:
-        return 3 * PAGE + (params[0] & ~7)
+        return 4 * PAGE + (params[0] & ~7)
 
     def check_attach(self, name: str, header: Header) -> None:
         for given, stored, what in (
@@ -89,7 +108,9 @@ class QueueKind(Kind):
         check_sizes(*params)
 
     def tag(self) -> bytes:
-        return _os.MUTEX_ABI.encode("ascii")  # the queue's two mutexes
+        # the queue's two mutexes, and the ring's protocol: 2 since records
+        # carry a state (a process of protocol 1 would ignore it)
+        return (_os.MUTEX_ABI + " ring-2").encode("ascii")
 
     def count(self, seg: Segment) -> int | None:
         mm = _os.segment_map(seg, 0, CONTROL + PAGE)

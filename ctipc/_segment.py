@@ -482,12 +482,15 @@ class Core:
         self.views.append(view)
         return view
 
-    def words(self, offset: int, count: int) -> memoryview:
-        """``count`` native unsigned 64-bit words of the mapping at ``offset``
-        (8-aligned), as a view whose item assignment is one aligned store.
-        Released with the mapping; using it then raises ValueError."""
-        assert self.mm is not None and offset % 8 == 0
-        view = memoryview(self.mm)[offset : offset + 8 * count].cast("Q")
+    def words(self, offset: int, count: int, wide: bool = True) -> memoryview:
+        """``count`` native unsigned words of the mapping at ``offset``
+        (aligned), 64-bit or (``wide=False``) 32-bit, as a view whose item
+        assignment is one aligned store.  Released with the mapping; using it
+        then raises ValueError."""
+        size = 8 if wide else 4
+        assert self.mm is not None and offset % size == 0
+        raw = memoryview(self.mm)[offset : offset + size * count]
+        view = raw.cast("Q") if wide else raw.cast("I")
         self.views.append(view)
         return view
 

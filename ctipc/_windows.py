@@ -615,5 +615,10 @@ def process_token(pid: int) -> int | None:
         CloseHandle(handle)
 
 
+def process_exists(pid: int) -> bool:
+    # OpenProcess and GetExitCodeProcess are the cheapest look Windows has
+    return process_token(pid) is not None
+
+
 def pid_namespace() -> int:
     return 0

@@ -92,8 +92,8 @@ class MessageQueue(QueueCore):
         The message is published when the ``with`` block ends normally, and
         discarded if it ends by an exception or the process dies in it.  The
         room is taken on entering the block (raising :class:`ctipc.Full`
-        like ``put``); other producers wait until the block ends, so keep it
-        short, and make no other call on this handle inside it."""
+        like ``put``); meanwhile other producers put after it.  Make no
+        other call on this handle from the block's thread (RuntimeError)."""
         if isinstance(nbytes, bool) or not isinstance(nbytes, int):
             raise TypeError(f"nbytes must be an int, not {type(nbytes).__name__}")
         if not 0 <= nbytes <= self._max_message:
@@ -144,18 +144,20 @@ class MessageQueue(QueueCore):
         return got
 
     def receive(self, block: bool = True, timeout: float | None = None) -> Received:
-        """The oldest message, read in place and removed only once handled::
+        """The oldest message not being received already, read in place and
+        removed only once handled::
 
             with queue.receive(timeout=5) as msg:
                 handle(msg.data)   # a read-only memoryview in the queue
 
         The message is removed when the ``with`` block ends normally.  If it
         ends by an exception, or the process dies inside it, the message
-        stays first in the queue and the next ``receive`` of it says
+        comes back first in the queue and the next ``receive`` of it says
         ``msg.redelivered``.  Entering the block waits like ``get`` (raising
-        :class:`ctipc.Empty`); other consumers wait until the block ends, so
-        keep it short, and make no other call on this handle inside it.
-        ``msg.data`` is valid only inside the block: copy what you keep."""
+        :class:`ctipc.Empty`); meanwhile other consumers take the next
+        messages.  Make no other call on this handle from the block's
+        thread (RuntimeError).  ``msg.data`` is valid only inside the
+        block: copy what you keep."""
         deadlines(block, timeout)  # bad timeouts fail here, before any wait
         return Received(self, block, timeout)
 
@@ -185,7 +187,7 @@ class _Block:
     a released view: using it raises ValueError."""
 
     _reserve = False
-    __slots__ = ("_args", "_inside", "_queue", "_state", "data")
+    __slots__ = ("__weakref__", "_args", "_inside", "_queue", "_state", "data")
 
     def __init__(self, queue: MessageQueue, nbytes: int, block: bool,
                  timeout: float | None) -> None:  # fmt: skip

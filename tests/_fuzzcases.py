@@ -172,7 +172,7 @@ def _mutate(rng: random.Random, letter: str, buf: bytearray, my_ns: int) -> list
             _ring.HEAD,
             _ring.GETS,
             _ring.PRODUCERS_WAITING,
-            _ring.RECEIVING,
+            _ring.SCAN,
         ]
         for _ in range(rng.randrange(1, 4)):
             w = rng.choice(words)
@@ -183,9 +183,11 @@ def _mutate(rng: random.Random, letter: str, buf: bytearray, my_ns: int) -> list
             _set_word(buf, _ring.CONTROL + 8 * w, 8, value)
             done.append(f"control[{w}]={value}")
     elif what == "sleepers":
-        # the tables of who waits: a slot's pid, count, token or namespace
-        table = rng.choice([_ring.CONSUMER_SLOTS, _ring.PRODUCER_SLOTS])
-        slot = table + 32 * rng.randrange(0, _ring.SLEEPER_SLOTS)
+        # the tables of who waits and who holds records in a block: a
+        # slot's pid, count, token or namespace
+        table = rng.choice([_ring.CONSUMER_SLOTS, _ring.PRODUCER_SLOTS, _ring.HOLDERS])
+        slots = _ring.HOLDER_SLOTS if table == _ring.HOLDERS else _ring.SLEEPER_SLOTS
+        slot = table + 32 * rng.randrange(0, slots)
         field, width = rng.choice([(0, 4), (4, 4), (8, 8), (16, 8)])
         value = rng.choice([0, 1, os.getpid(), 2**31, 2**32 - 1, my_ns, rng.getrandbits(width * 8)])
         _set_word(buf, slot + field, width, value)
@@ -199,6 +201,15 @@ def _mutate(rng: random.Random, letter: str, buf: bytearray, my_ns: int) -> list
                             rng.getrandbits(32)])  # fmt: skip
             _set_word(buf, off, 4, n)
             done.append(f"record@{off - _ring.RING}={n}")
+            if rng.random() < 0.5:
+                # its state: ready, taken, held by a block (a slot in the
+                # table or beyond it), or garbage
+                state = rng.choice([_ring.READY, _ring.RETRY, _ring.TAKEN, 3,
+                                    _ring.HELD_BY_RECEIVE | rng.randrange(0, 256),
+                                    _ring.HELD_BY_RESERVE | rng.randrange(0, 256),
+                                    rng.getrandbits(32)])  # fmt: skip
+                _set_word(buf, off + 4, 4, state)
+                done.append(f"state@{off - _ring.RING}={state:#x}")
         else:
             off = _ring.RING + rng.randrange(0, ring_len)
             data = _fill(rng, rng.randrange(1, 65))

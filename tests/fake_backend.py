@@ -192,6 +192,10 @@ class FakeBackend:
         self._count("process_token")
         return self._tokens.get(pid)
 
+    def process_exists(self, pid: int) -> bool:
+        self._count("process_exists")
+        return pid in self._tokens
+
     def pid_namespace(self) -> int:
         return 4026531836
 
