@@ -51,6 +51,7 @@ from __future__ import annotations
 
 import mmap
 import sys
+from collections.abc import Iterable
 from typing import TYPE_CHECKING, Callable, Final, Protocol, TypeVar, cast
 
 __all__ = [
@@ -308,6 +309,16 @@ class Backend(Protocol[_Seg, _Mutex, _Sem]):
     def mutex_unlink(self, seg_os_name: str, offset: int) -> None:
         """Remove whatever the mutex at ``offset`` of that segment keeps
         outside it (a lock file where flock() stands in for it)."""
+        ...
+
+    # -- signals -------------------------------------------------------------
+    def signal_mask_bind(self, signums: Iterable[int]) -> tuple[Callable[[], int], ...] | None:
+        """``(record_and_block, block, restore)``, made once: zero-argument
+        C-level calls (0 when done) that block ``signums`` in the calling
+        thread, the first recording the mask it replaces in one place of its
+        own, and that put the recorded mask back.  For one thread (the main
+        thread: Python runs signal handlers there only).  None where threads
+        have no signal masks."""
         ...
 
     # -- processes -----------------------------------------------------------

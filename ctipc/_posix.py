@@ -19,7 +19,9 @@ import errno
 import fcntl
 import mmap
 import os
+import signal as _signal
 import time
+from collections.abc import Iterable
 from ctypes import POINTER, byref, c_char_p, c_int, c_uint, c_void_p
 from functools import partial
 from typing import Callable
@@ -44,6 +46,7 @@ from ._posix_ffi import (
     _lock_file,
     _os_bytes,
     _poll,
+    _pthread_pydll,
     _sem_lib,
     _sem_pydll,
     _shm_lib,
@@ -119,6 +122,14 @@ elif TIMED_WAIT_NATIVE:
 # the result inline), through a PyDLL (neither call blocks: the GIL is kept).
 # int sem_trywait(sem_t *sem);
 _raw_sem_trywait = _declare(_sem_pydll, "sem_trywait", [c_void_p], c_int, None)
+# int pthread_sigmask(int how, const sigset_t *set, sigset_t *oset);
+# (the GIL kept: it never blocks; the result, an error number, read inline)
+_raw_sigmask = _declare(_pthread_pydll, "pthread_sigmask", [c_int, c_void_p, c_void_p], c_int, None)
+# int sigemptyset(sigset_t *set);
+_sigemptyset = _declare(_libc, "sigemptyset", [c_void_p], c_int, _check_minus1)
+# int sigaddset(sigset_t *set, int signo);
+_sigaddset = _declare(_libc, "sigaddset", [c_void_p, c_int], c_int, _check_minus1)
+_SIGSET_SIZE = 128  # glibc's and musl's sigset_t; macOS's is 4 bytes
 # int sem_post(sem_t *sem);
 _raw_sem_post = _declare(_sem_pydll, "sem_post", [c_void_p], c_int, None)
 if SEM_VALUE:
@@ -375,6 +386,22 @@ def semaphore_post(handle: int, n: int) -> None:
 def semaphore_bind(handle: int) -> tuple[Callable[[], int], Callable[[], int]]:
     ptr = c_void_p(handle)
     return partial(_raw_sem_trywait, ptr), partial(_raw_sem_post, ptr)
+
+
+def signal_mask_bind(signums: Iterable[int]) -> tuple[Callable[[], int], ...] | None:
+    blocked = ctypes.create_string_buffer(_SIGSET_SIZE)
+    _sigemptyset(blocked)
+    for signum in signums:
+        _sigaddset(blocked, signum)
+    saved = ctypes.create_string_buffer(_SIGSET_SIZE)
+    # (what a restore restores until the first record: the mask now)
+    if _raw_sigmask(_signal.SIG_BLOCK, None, saved) != 0:
+        raise OSError(errno.EINVAL, "pthread_sigmask refused to report the signal mask")
+    return (
+        partial(_raw_sigmask, _signal.SIG_BLOCK, blocked, saved),
+        partial(_raw_sigmask, _signal.SIG_BLOCK, blocked, None),
+        partial(_raw_sigmask, _signal.SIG_SETMASK, saved, None),
+    )
 
 
 def semaphore_value(handle: int) -> int | None:

@@ -24,6 +24,7 @@ import mmap
 import os
 import threading
 import time
+from collections.abc import Iterable
 from ctypes import byref
 from ctypes.wintypes import (
     BOOL,
@@ -613,6 +614,10 @@ def process_token(pid: int) -> int | None:
         return (created.dwHighDateTime << 32) | created.dwLowDateTime
     finally:
         CloseHandle(handle)
+
+
+def signal_mask_bind(signums: Iterable[int]) -> tuple[Callable[[], int], ...] | None:
+    return None  # Windows threads have no signal masks
 
 
 def process_exists(pid: int) -> bool:

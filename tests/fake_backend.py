@@ -192,6 +192,9 @@ class FakeBackend:
         self._count("process_token")
         return self._tokens.get(pid)
 
+    def signal_mask_bind(self, signums: Any) -> None:
+        return None  # the portable layer's tests run no signal handlers through it
+
     def process_exists(self, pid: int) -> bool:
         self._count("process_exists")
         return pid in self._tokens
