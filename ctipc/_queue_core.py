@@ -108,8 +108,6 @@ def wake(sem: SemaphoreHandle, n: int) -> None:
             pass
 
 
-
-
 def _anyway() -> None:
     """A wait's ``check_open`` for the steps that must end even once the
     handle is closing (a block's end, the blocks given back at close)."""
@@ -140,11 +138,6 @@ class QueueCore(Closable):
 
     _core: Core  # set by _start, before any method can run
 
-    # The threads inside a ``receive`` or ``reserve`` block of this handle:
-    # their other calls on the handle raise (a call inside one's own block is
-    # a mistake the block's documentation forbids), and ``close`` does not
-    # wait for their block to end.
-    _txn_threads: set[int] = frozenset()  # type: ignore[assignment]  # (set per instance)
     # Per thread, ``.carry``: the messages a get of this thread removed from
     # the ring, until it returns them.  An exception (a signal handler's)
     # that interrupts the get leaves them there, for the thread's next get.
@@ -164,7 +157,11 @@ class QueueCore(Closable):
         # block itself, whose __del__ ends a block let go): what ``close``
         # gives back if a block is still open then.
         self._open_blocks: dict[int, tuple[tuple[Any, ...], Any, int]] = {}
-        self._txn_threads = set()
+        # The threads inside a receive or reserve block of this handle: their
+        # other calls on the handle raise (a call inside one's own block is a
+        # mistake the block's documentation forbids), and ``close`` does not
+        # wait for their block to end.
+        self._txn_threads: set[int] = set()
         mode = check_open_args(name, create, persistent, permissions)
         check_size(capacity, "capacity")
         check_size(max_message, "max_message")
