@@ -75,6 +75,8 @@ from ._wait import Spinner, deadlines, patience_deadline, wait
 
 __all__ = ["QueueCore", "as_bytes_view"]
 
+_Slot = tuple[int, int, int, int, int]  # a slot of the attach table's format (_header.SLOT)
+
 
 def as_bytes_view(message: object) -> memoryview:
     if isinstance(message, str):
@@ -369,7 +371,7 @@ class QueueCore(Closable):
         return True
 
     def _count_sleeper(self, table: int, sleepers: int, waiting: int,
-                       dead: list[tuple[int, tuple[int, int, int, int, int]]]) -> None:  # fmt: skip
+                       dead: list[tuple[int, _Slot]]) -> None:  # fmt: skip
         """Under the count's mutex: add ``waiting`` (+1 or -1) to the count
         of sleepers at word ``sleepers`` and to this process's slot in
         ``table``, removing the ``dead`` registrations."""
@@ -379,7 +381,7 @@ class QueueCore(Closable):
         count = count if count <= POSITION_MAX else 0  # corrupt: start again
         words[sleepers] = max(0, count + waiting - removed)
 
-    def _dead_sleepers(self, table: int) -> list[tuple[int, tuple[int, int, int, int, int]]]:
+    def _dead_sleepers(self, table: int) -> list[tuple[int, _Slot]]:
         """The slots of ``table`` whose process is dead: (index, contents),
         read without the mutex (``_register`` clears those that still hold
         the same contents).  At most once a second per handle: reading a
@@ -388,17 +390,43 @@ class QueueCore(Closable):
         if now < self._next_reap:
             return []
         self._next_reap = now + 1.0
+        return self._dead_slots(table, SLEEPER_SLOTS)
+
+    def _dead_slots(self, table: int, slots: int) -> list[tuple[int, _Slot]]:
+        """The slots of ``table`` (``slots`` of them, in the attach table's
+        format) whose process is dead, as (index, contents): a process of
+        another pid namespace, which cannot be judged from here, is alive."""
         mm, size, my_ns = self._mm, SLOT.size, this_process()[2]
         dead = []
-        for i in range(SLEEPER_SLOTS):
+        for i in range(slots):
             entry = SLOT.unpack_from(mm, table + i * size)
             pid, _, token, ns, _ = entry
             if pid and ns == my_ns and not process_alive(pid, token):
                 dead.append((i, entry))
         return dead
 
+    def _find_slot(self, table: int, slots: int, hint: int,
+                   reusable: Callable[[_Slot], bool],
+                   ) -> tuple[int, int, bool]:  # fmt: skip
+        """This process's slot in ``table`` (looked at ``hint`` first), as
+        (index, its count, True); else the first slot ``reusable`` accepts,
+        as (index, 0, False); else (-1, 0, False)."""
+        mm, size = self._mm, SLOT.size
+        pid, token, ns = this_process()
+        entry = SLOT.unpack_from(mm, table + hint * size)
+        if entry[0] == pid and entry[2] == token and entry[3] == ns:
+            return hint, entry[1], True
+        free = -1
+        for i in range(slots):
+            entry = SLOT.unpack_from(mm, table + i * size)
+            if entry[0] == pid and entry[2] == token and entry[3] == ns:
+                return i, entry[1], True
+            if free < 0 and reusable(entry):
+                free = i
+        return free, 0, False
+
     def _register(self, table: int, waiting: int,
-                  dead: list[tuple[int, tuple[int, int, int, int, int]]]) -> int:  # fmt: skip
+                  dead: list[tuple[int, _Slot]]) -> int:  # fmt: skip
         """Under the count's mutex: add ``waiting`` (+1 or -1) to this
         process's slot in ``table`` (a registration finds none when all are
         taken: then only the total counts it), clear the ``dead`` slots that
@@ -410,22 +438,17 @@ class QueueCore(Closable):
                 SLOT.pack_into(mm, table + i * size, 0, 0, 0, 0, 0)
                 removed += entry[1]
         pid, token, ns = this_process()
-        hint = self._sleeper_slot[table]
-        order = [hint, *(i for i in range(SLEEPER_SLOTS) if i != hint)]
-        free = None
-        for i in order:
-            spid, count, stoken, sns, _ = SLOT.unpack_from(mm, table + i * size)
-            if spid == pid and stoken == token and sns == ns:
-                count += waiting
-                SLOT.pack_into(mm, table + i * size, *(
-                    (pid, count, token, ns, 0) if count > 0 else (0, 0, 0, 0, 0)))  # fmt: skip
-                self._sleeper_slot[table] = i
-                return removed
-            if spid == 0 and free is None:
-                free = i
-        if waiting > 0 and free is not None:
-            SLOT.pack_into(mm, table + free * size, pid, waiting, token, ns, 0)
-            self._sleeper_slot[table] = free
+        i, count, mine = self._find_slot(
+            table, SLEEPER_SLOTS, self._sleeper_slot[table], lambda entry: entry[0] == 0
+        )
+        if mine:
+            count += waiting
+            SLOT.pack_into(mm, table + i * size, *(
+                (pid, count, token, ns, 0) if count > 0 else (0, 0, 0, 0, 0)))  # fmt: skip
+            self._sleeper_slot[table] = i
+        elif waiting > 0 and i >= 0:
+            SLOT.pack_into(mm, table + i * size, pid, waiting, token, ns, 0)
+            self._sleeper_slot[table] = i
         return removed
 
     def _spin(self, index: int, seen: int) -> bool:
@@ -873,26 +896,18 @@ class QueueCore(Closable):
         """Under the get mutex: count one more record held by this process,
         in its slot of HOLDERS (kept, with a count of 0, while the process
         lives); the slot, or -1 if every slot is another live process's."""
-        mm, size = self._mm, SLOT.size
         pid, token, ns = this_process()
-        hint = self._holder_slot
-        spid, count, stoken, sns, _ = SLOT.unpack_from(mm, HOLDERS + hint * size)
-        if spid == pid and stoken == token and sns == ns:
-            SLOT.pack_into(mm, HOLDERS + hint * size, pid, count + 1, token, ns, 0)
-            return hint
-        free = -1
-        for i in range(HOLDER_SLOTS):
-            spid, count, stoken, sns, _ = SLOT.unpack_from(mm, HOLDERS + i * size)
-            if spid == pid and stoken == token and sns == ns:
-                free = i
-                break
-            if free < 0 and (spid == 0 or (
-                    not count and sns == ns and not process_alive(spid, stoken))):  # fmt: skip
-                free, count = i, 0
-        if free >= 0:
-            SLOT.pack_into(mm, HOLDERS + free * size, pid, count + 1, token, ns, 0)
-            self._holder_slot = free
-        return free
+
+        def reusable(entry: _Slot) -> bool:
+            # free, or a dead process's that holds no record any more
+            spid, count, stoken, sns, _ = entry
+            return spid == 0 or (not count and sns == ns and not process_alive(spid, stoken))
+
+        i, count, _ = self._find_slot(HOLDERS, HOLDER_SLOTS, self._holder_slot, reusable)
+        if i >= 0:
+            SLOT.pack_into(self._mm, HOLDERS + i * SLOT.size, pid, count + 1, token, ns, 0)
+            self._holder_slot = i
+        return i
 
     def _release_holder(self, slot: int, mine: bool = True) -> None:
         """Under the get mutex: one record fewer held in ``slot``; the slot
@@ -932,12 +947,7 @@ class QueueCore(Closable):
         if now < self._next_settle:
             return False
         self._next_settle = now + 1.0
-        mm, size, my_ns = self._mm, SLOT.size, this_process()[2]
-        for i in range(HOLDER_SLOTS):
-            pid, count, token, ns, _ = SLOT.unpack_from(mm, HOLDERS + i * size)
-            if pid and count and ns == my_ns and not process_alive(pid, token):
-                return True
-        return False
+        return any(entry[1] for _, entry in self._dead_slots(HOLDERS, HOLDER_SLOTS))
 
     def _settle(self, hdr: int, state: int) -> int:
         """Under the get mutex: the state of a held record, after its holder
