@@ -275,26 +275,18 @@ class QueueCore(Closable):
         super().close()
 
     def _give_back_blocks(self) -> None:
-        """End the blocks still open at close, as if by an exception (those
-        whose mutex is not had in time come back when this process dies)."""
-        try:
-            if not self._lock(self._try_get, self._get_mutex, patience_deadline(), _anyway):
-                return
-        except (OSError, CorruptedError):
-            return
+        """End the blocks still open at close, as if by an exception (once
+        the get mutex is not had in time, the rest come back when this
+        process dies)."""
         mask = calm()
         try:
             for key in list(self._open_blocks):
-                entry = self._open_blocks.pop(key, None)
-                if entry is not None:
-                    try:
-                        self._resolve(entry[0], False)
-                    except CorruptedError:
-                        pass  # not ours any more: nothing to give back
-            self._unlock(self._unlock_get, self._get_mutex)
-        except BaseException:
-            _let_go(self._get_mutex)
-            raise
+                try:
+                    self._end_hold(key, False)
+                except (OSError, CorruptedError):
+                    continue  # a corrupt mutex, or a record not ours any more
+                if key in self._open_blocks:
+                    break  # the get mutex was not had within a second
         finally:
             uncalm(mask)
 
