@@ -11,14 +11,33 @@ from ._errors import CorruptedError
 from ._lifetime import track
 from ._segment import Core
 
-__all__ = ["AcquireInWith", "Acquirable", "Closable"]
+__all__ = ["AcquireInWith", "Acquirable", "Closable", "ClosesOnExit"]
 
 
-_T = TypeVar("_T", bound="Closable")
+_T = TypeVar("_T", bound="ClosesOnExit")
 _A = TypeVar("_A", bound="AcquireInWith")
 
 
-class Closable:
+class ClosesOnExit:
+    """``with obj:`` returns the object and closes it when the block ends
+    (the named objects, the Redis ones, and a backend)."""
+
+    def __enter__(self: _T) -> _T:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def close(self) -> None:
+        raise NotImplementedError
+
+
+class Closable(ClosesOnExit):
     """What every named object shares: name, close, unlink, repr, ``with`` closes.
 
     "Closed" has one source, the core's ``closing`` flag, checked in one
@@ -120,17 +139,6 @@ class Closable:
 
     def _state(self) -> str:
         return "open"
-
-    def __enter__(self: _T) -> _T:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
 
 
 def mutex_error(error: OSError, name: str) -> Exception:

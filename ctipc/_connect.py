@@ -12,9 +12,10 @@ from __future__ import annotations
 
 import math
 import os
-from types import TracebackType
 from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit
+
+from ._base import ClosesOnExit
 
 __all__ = ["Backend", "connect"]
 
@@ -23,7 +24,7 @@ REDIS_SCHEMES = ("redis", "rediss", "unix")
 DEFAULT_PREFIX = "ctipc"
 
 
-class Backend:
+class Backend(ClosesOnExit):
     """What ``connect`` returns: the four classes and the capability names.
 
     ``DISTRIBUTED``: the objects span hosts.  ``ZERO_COPY``:
@@ -48,17 +49,6 @@ class Backend:
 
     def close(self) -> None:
         """End the backend's connections (idempotent)."""
-
-    def __enter__(self) -> Backend:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
 
     def __repr__(self) -> str:
         return f"<ctipc backend {self.url!r}>"

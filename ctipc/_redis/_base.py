@@ -6,16 +6,15 @@ from __future__ import annotations
 
 import time
 import uuid
-from types import TracebackType
-from typing import Any, TypeVar
+from typing import Any
 
 from .._args import check_open_args
+from .._base import ClosesOnExit
 from .._errors import CorruptedError
 from ._conn import Conn
 
 __all__ = ["RedisObject", "deadline_of", "lease_ms", "new_token"]
 
-_T = TypeVar("_T", bound="RedisObject")
 
 _MODES = {None: "n", True: "t", False: "f"}
 
@@ -39,7 +38,7 @@ def lease_ms(lease: object, default: float) -> int:
     return int(lease * 1000)
 
 
-class RedisObject:
+class RedisObject(ClosesOnExit):
     """Base of the four classes: ``kind`` names their key namespace."""
 
     kind = ""
@@ -131,14 +130,3 @@ class RedisObject:
         except Exception:  # (repr asks the server for some states: never fail here)
             state = "open"
         return f"<ctipc.{self.label} name={self._name!r} on {self._conn.where} {state}>"
-
-    def __enter__(self: _T) -> _T:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
