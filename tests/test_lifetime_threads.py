@@ -139,7 +139,7 @@ def test_exit_with_busy_daemon_threads_never_crashes_nor_wedges(
             with Child(_EXIT_WITH_DAEMONS, *names) as child:
                 child.close_stdin()
                 rc = child.wait()
-                assert rc == 0, f"exit {i}: {signal_name(rc)}\n{child.stderr()}"
+                assert rc == 0, f"exit {i}: {signal_name(rc)}\n{child.stderr}"
             # Still usable by another process, whatever the child died holding.
             assert lock.acquire(timeout=5), f"the Lock is wedged after exit {i}"
             lock.release()
