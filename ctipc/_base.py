@@ -9,7 +9,7 @@ from typing import NoReturn, TypeVar
 
 from ._errors import CorruptedError
 from ._lifetime import track
-from ._segment import Core
+from ._segment import Core, park_if_exiting
 
 __all__ = ["AcquireInWith", "Acquirable", "Closable", "ClosesOnExit"]
 
@@ -117,8 +117,13 @@ class Closable(ClosesOnExit):
         if self._core is not None:
             self._core.unlink()
 
-    def _check_open(self) -> None:
+    def _check_open(self, first: bool = False) -> None:
+        """ValueError if closed.  ``first``: the call has nothing to undo
+        (no mark in flight, no registration), so at exit a thread other than
+        the main one parks here instead (``park_if_exiting``)."""
         if self.closed:
+            if first:
+                park_if_exiting()
             raise ValueError(f"{type(self).__name__} is closed")
 
     def __reduce__(self) -> NoReturn:

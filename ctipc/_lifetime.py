@@ -9,7 +9,7 @@ from __future__ import annotations
 import atexit
 import weakref
 
-from ._segment import Core
+from ._segment import EXITING, Core
 
 __all__ = ["track"]
 
@@ -36,7 +36,9 @@ _LIVE: weakref.WeakSet[Core] = weakref.WeakSet()
 def _close_all() -> None:
     # Interpreter exit: detach everything this process still has open.
     # Daemon threads may still be inside calls: close(at_exit=True) leaves
-    # their handles and mappings alone (the OS frees them with the process).
+    # their handles and mappings alone (the OS frees them with the process),
+    # and each such thread parks where its call ends (EXITING).
+    EXITING.append(True)
     for core in list(_LIVE):
         try:
             core.close(at_exit=True)

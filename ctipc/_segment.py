@@ -77,6 +77,26 @@ LOCK_TIMEOUT = 10.0
 CLOSE_TIMEOUT = LOCK_TIMEOUT
 
 
+# Interpreter exit: set by the exit-time close (_lifetime) before it closes
+# anything.  From then on a thread other than the main thread parks for good
+# where its call on a closed object ends, instead of raising: as CPython
+# parks daemon threads at exit, so that none runs Python code while the
+# process's C-level exit handlers run.  PyPy lets them run on, and crashed
+# (SIGSEGV, in about 1 of 500 exits) while a daemon thread printed the
+# ValueError of its ctipc call and the main thread ran libcrypto's exit
+# handlers.
+EXITING: list[bool] = []
+_NEVER = threading.Event()
+
+
+def park_if_exiting() -> None:
+    """Where a call on a closed object ends: at exit, park any thread but
+    the main thread for good."""
+    if EXITING and threading.get_ident() != threading.main_thread().ident:
+        while True:  # (a wait with no timeout: nothing sets it)
+            _NEVER.wait()
+
+
 def _rename(error: OSError, name: str) -> OSError:
     """The same OSError (class, errno, message) naming the user's object."""
     if error.filename == name:
@@ -177,8 +197,6 @@ class Core:
         self.closing = False
         self.close_started = False  # close() ran (the flag alone: begin_close)
         self.finished = False  # the handles are released
-        # One entry per call in progress in any thread (list.append/pop are
-        # atomic), and one per Lock held by a thread of this process.
         # One entry per call in progress in any thread (list append and
         # remove are atomic), and one per Lock held by a thread of this
         # process.  A plain call's entry is None; the signal-safe calls of
@@ -458,6 +476,8 @@ class Core:
         # before is still in the list (``_finish`` checks it again).
         if self.close_started and not inflight:
             self._finish(False)
+        if self.closing:
+            park_if_exiting()
 
     def leave_call(self, mark: object) -> None:
         """End of the call marked in flight by ``mark`` (nothing if it has
@@ -467,6 +487,8 @@ class Core:
             inflight.remove(mark)
             if self.close_started and not inflight:
                 self._finish(False)
+        if self.closing:
+            park_if_exiting()
 
     def finish(self) -> None:
         """What the last call to leave a closed core does, for the hot paths

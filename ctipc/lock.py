@@ -211,7 +211,7 @@ class Lock(Acquirable):
         (RuntimeError once it is released)."""
         me = _get_ident()
         if self._holder != me:
-            self._check_open()  # a closed Lock: ValueError, like every other call
+            self._check_open(first=True)  # a closed Lock: ValueError, like every other call
             raise RuntimeError("release of a ctipc.Lock this thread does not hold")
         call = map(CALL, self._unlock)
         done: list[int] = []

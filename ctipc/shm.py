@@ -133,15 +133,25 @@ class SharedMemory(Closable):
         with view:
             raw = view.cast("B") if view.format != "B" or view.ndim != 1 else view
             offset, n = check_span(offset, raw.nbytes, self._size)
-            with self._io:
-                self.buf[offset : offset + n] = raw
+            try:
+                with self._io:
+                    self.buf[offset : offset + n] = raw
+            except ValueError:
+                # Closed: at exit another thread parks here, past the lock
+                # that a later close() in the main thread takes.
+                self._check_open(first=True)
+                raise
             return n
 
     def read(self, offset: int = 0, length: int | None = None) -> bytes:
         """Copy ``length`` bytes from ``offset`` (default: to the end)."""
         offset, n = check_span(offset, length, self._size)
-        with self._io:
-            return bytes(self.buf[offset : offset + n])
+        try:
+            with self._io:
+                return bytes(self.buf[offset : offset + n])
+        except ValueError:
+            self._check_open(first=True)  # (as in write)
+            raise
 
     def write_str(self, text: str, offset: int = 0) -> int:
         """Write ``text`` as UTF-8 followed by a NUL; return the bytes written
@@ -153,11 +163,15 @@ class SharedMemory(Closable):
         """The UTF-8 text at ``offset`` up to the first NUL (or the end).
         Bytes that are not UTF-8 become U+FFFD."""
         offset, n = check_span(offset, None, self._size)
-        with self._io:
-            buf = self.buf
-            assert self._data is not None
-            end = self._data.find(b"\0", offset, offset + n)
-            raw = bytes(buf[offset : offset + n if end < 0 else end])
+        try:
+            with self._io:
+                buf = self.buf
+                assert self._data is not None
+                end = self._data.find(b"\0", offset, offset + n)
+                raw = bytes(buf[offset : offset + n if end < 0 else end])
+        except ValueError:
+            self._check_open(first=True)  # (as in write)
+            raise
         return raw.decode("utf-8", "replace")
 
     def close(self) -> None:

@@ -154,6 +154,90 @@ def test_exit_with_busy_daemon_threads_never_crashes_nor_wedges(
     assert all(entries_of(n) == [] for n in names)
 
 
+_PARK_AT_EXIT = """\
+import atexit, threading
+from ctipc import _lifetime
+names = sys.argv[1:5]
+lock = ctipc.Lock(names[0])
+queue = ctipc.MessageQueue(names[1], capacity=4096, max_message=64)
+sem = ctipc.Semaphore(names[2])
+shm = ctipc.SharedMemory(names[3], 4096)
+raised = []
+calls = {
+    "lock": lambda: lock.acquire(timeout=0.01) and lock.release(),
+    "get": lambda: queue.get(timeout=0.01),
+    "put": lambda: queue.put(b"m", timeout=0.01),
+    "sem": lambda: sem.acquire(timeout=0.01) and sem.release(),
+    "shm": lambda: shm.write(b"x"),
+}
+ready = threading.Barrier(len(calls) + 1)
+
+def loop(name):
+    call = calls[name]
+    ready.wait()
+    while True:
+        try:
+            call()
+        except (ctipc.Empty, ctipc.Full):
+            pass
+        except ValueError:
+            raised.append(name)
+            return
+
+threads = [threading.Thread(target=loop, args=(c,), daemon=True) for c in calls]
+
+def observe():
+    # Runs after ctipc's exit-time close, as a handler registered before
+    # ctipc was imported would: every daemon thread must be parked there.
+    deadline = time.monotonic() + 30
+    parked = []
+    while time.monotonic() < deadline and not raised:
+        frames = sys._current_frames()
+        parked = [t for t in threads if t.ident in frames and any(
+            f.f_code.co_name == "park_if_exiting" for f in walk(frames[t.ident]))]
+        if len(parked) == len(threads):
+            break
+    out("parked", len(parked), "raised", *raised)
+
+def walk(frame):
+    while frame is not None:
+        yield frame
+        frame = frame.f_back
+
+atexit.unregister(_lifetime._close_all)
+atexit.register(observe)
+atexit.register(_lifetime._close_all)  # runs first
+for t in threads:
+    t.start()
+ready.wait()
+sys.exit(0)
+"""
+
+
+def test_daemon_threads_park_at_exit_instead_of_raising(new_name: Callable[..., str]) -> None:
+    """At exit no daemon thread runs on into its caller's code with a
+    ValueError (PyPy crashed when they printed it while C's exit handlers
+    ran): each parks where its call on the closed object ends, as CPython
+    parks daemon threads at exit."""
+    names = [new_name() for _ in range(4)]
+    # Kept open here too: a Lock in a call at exit is left to the next user
+    # (the process may die holding it), which this process then is.
+    objs = [ctipc.Lock(names[0]), ctipc.MessageQueue(names[1], capacity=4096, max_message=64),
+            ctipc.Semaphore(names[2]), ctipc.SharedMemory(names[3], 4096)]  # fmt: skip
+    try:
+        with Child(_PARK_AT_EXIT, *names) as child:
+            line = child.readline(timeout=60)
+            rc = child.wait()
+        assert line.split() == ["parked", "5", "raised"], line
+        assert rc == 0, signal_name(rc)
+        assert objs[0].acquire(timeout=5), "the Lock is wedged after the exit"
+        objs[0].release()
+    finally:
+        for obj in objs:
+            obj.close()
+    assert all(entries_of(n) == [] for n in names)
+
+
 def signal_name(rc: int) -> str:
     return f"killed by {signal.Signals(-rc).name}" if rc < 0 else f"exit status {rc}"
 
