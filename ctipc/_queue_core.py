@@ -70,12 +70,14 @@ from ._ring import (
     queued,
 )
 from ._segment import Core
-from ._signals import calm, calmed, uncalm
+from ._signals import CALMED, calm, uncalm
 from ._wait import Spinner, deadlines, patience_deadline, wait
 
 __all__ = ["QueueCore", "as_bytes_view"]
 
 _Slot = tuple[int, int, int, int, int]  # a slot of the attach table's format (_header.SLOT)
+# How many times a waiting consumer polls (each up to _backend.SPIN) before it sleeps.
+_SPIN_ROUNDS = 3
 
 
 def as_bytes_view(message: object) -> memoryview:
@@ -243,10 +245,16 @@ class QueueCore(Closable):
         return f"messages={len(self)} capacity={self._capacity}"
 
     # -- closing ---------------------------------------------------------------
+    # (_enter and _leave run twice per message: the core's own calls,
+    # without Closable's check for a core never set, which a queue past
+    # _start cannot meet; the core says "MessageQueue is closed")
     def _enter(self) -> None:
-        if calmed():
+        if CALMED:
             uncalm()  # a repair was interrupted before it could unblock signals
-        super()._enter()
+        self._core.enter()
+
+    def _leave(self) -> None:
+        self._core.leave()
 
     def close(self) -> None:
         """Close this process's handle (idempotent); messages stay for the
@@ -296,32 +304,38 @@ class QueueCore(Closable):
         """Take a side's mutex; False if it was not had by the deadline.  A
         dead holder's state needs no repair: a position is published by one
         store, after the bytes it covers.  Callers call this inside a
-        ``try`` that ends in ``_let_go`` on any exception."""
+        ``try`` that ends in ``_let_go`` on any exception.  (``_append`` and
+        ``_take``, once per message, make the bound try inline and call
+        ``_lock_slow`` only when it fails.)"""
+        intact = self._put_intact if mutex is self._put_mutex else self._get_intact
+        return (intact() and try_lock() == 0) or self._lock_slow(mutex, deadline, check_open)
+
+    def _lock_slow(self, mutex: Mutex, deadline: float | None,
+                   check_open: Callable[[], None] | None = None) -> bool:  # fmt: skip
+        """The mutex, once the bound try did not take it: busy, or a
+        takeover from a dead holder that the general acquire finishes.
+        Critical sections last microseconds: polling briefly (the spinner)
+        usually gets the mutex without sleeping in the kernel and being woken."""
         try:
-            # (non-zero: busy, or a takeover from a dead holder that the
-            # general acquire finishes)
-            intact = self._put_intact if mutex is self._put_mutex else self._get_intact
-            return (intact() and try_lock() == 0) or self._lock_slices(mutex, deadline, check_open)
+            return wait(
+                lambda seconds: _os.mutex_acquire(mutex, seconds) != MUTEX_TIMEOUT,
+                True, None, check_open or self._check_open, self._lock_spinner,
+                deadline=deadline, first_try=False,
+            )  # fmt: skip
         except OSError as e:
             raise mutex_error(e, self.name) from None
 
     def _unlock(self, unlock: Callable[[], int], mutex: Mutex) -> None:
         intact = self._put_intact if mutex is self._put_mutex else self._get_intact
         if not intact() or unlock() != 0:
-            try:
-                _os.mutex_release(mutex)  # raises why the bound release failed
-            except OSError as e:
-                raise mutex_error(e, self.name) from None
+            self._unlock_slow(mutex)
 
-    def _lock_slices(self, mutex: Mutex, deadline: float | None,
-                     check_open: Callable[[], None] | None = None) -> bool:  # fmt: skip
-        # Critical sections last microseconds: polling briefly (the spinner)
-        # usually gets the mutex without sleeping in the kernel and being woken.
-        return wait(
-            lambda seconds: _os.mutex_acquire(mutex, seconds) != MUTEX_TIMEOUT,
-            True, None, check_open or self._check_open, self._lock_spinner,
-            deadline=deadline, first_try=False,
-        )  # fmt: skip
+    def _unlock_slow(self, mutex: Mutex) -> None:
+        """The release, once the bound one was not made or failed: raises why."""
+        try:
+            _os.mutex_release(mutex)
+        except OSError as e:
+            raise mutex_error(e, self.name) from None
 
     def _refresh_tail(self, deadline: float | None, waiting: int = 0) -> bool:
         """Read ``tail`` (under the put mutex where stores are not ordered);
@@ -443,12 +457,26 @@ class QueueCore(Closable):
             self._sleeper_slot[table] = i
         return removed
 
-    def _spin(self, index: int, seen: int) -> bool:
-        """Poll control word ``index`` for a while (see _wait.Spinner); True
-        once it is no longer ``seen``.  Read without its mutex, so only a
-        hint that the caller confirms under the mutex."""
-        words = self._w
-        return words[index] != seen or self._spinner.spin(lambda: words[index] != seen)
+    def _spin_for_room(self) -> bool:
+        """Poll the head for a while (see _wait.Spinner); True once it moved
+        past what this process saw.  Read without its mutex, so only a hint
+        that the caller confirms under the mutex."""
+        words, seen = self._w, self._head_seen
+        return words[HEAD] != seen or self._spinner.spin(lambda: words[HEAD] != seen)
+
+    def _spin_for_messages(self) -> bool:
+        """Poll for a while for a message that may have become ready: the
+        tail moved past what this process saw (a put), or the count of
+        messages or the scan hint changed (a reservation published, a
+        receive given back: neither moves the tail).  A hint, as above; a
+        change made by another consumer only costs one look more."""
+        words, tail = self._w, self._tail_seen
+        gets, scan = words[GETS], words[SCAN]
+
+        def changed() -> bool:
+            return words[TAIL] != tail or words[GETS] != gets or words[SCAN] != scan
+
+        return words[TAIL] != tail or self._spinner.spin(changed)
 
     def _check_txn(self) -> None:
         if threading.get_ident() in self._txn_threads:
@@ -531,7 +559,10 @@ class QueueCore(Closable):
         written = 0
         tail = puts = -1
         try:
-            if not self._lock(self._try_put, self._put_mutex, deadline):
+            # (the bound calls inline: once per message)
+            if not (self._put_intact() and self._try_put() == 0) and not self._lock_slow(
+                self._put_mutex, deadline
+            ):
                 return -1
             tail, head = self._tail_checked()
             for view in views:
@@ -550,7 +581,8 @@ class QueueCore(Closable):
                 words[TAIL] = tail
                 words[PUTS] = puts
                 sleepers = words[CONSUMERS_WAITING]
-            self._unlock(self._unlock_put, self._put_mutex)
+            if not self._put_intact() or self._unlock_put() != 0:
+                self._unlock_slow(self._put_mutex)
         except BaseException:
             # (first, with no call before it, as in _take)
             if written and words[TAIL] == tail and words[PUTS] != puts:
@@ -622,25 +654,31 @@ class QueueCore(Closable):
         (``_reserve_at``'s, get mutex held) or None, whether this call is
         still registered as a sleeping producer: only with a reservation,
         whose caller unregisters under the get mutex it holds)."""
+        if self._txn_threads:
+            self._check_txn()
+        deadline, patience = deadlines(block, timeout)  # (no clock read without a timeout)
+        # The common call finds room at once: one critical section.
         sent = 0
-        if views and timeout is None and block is True and not self._txn_threads:
-            # The common call finds room at once: no deadline to work out.
-            sent = self._append(views, None)
+        if views:
+            sent = self._append(views, patience)
             if sent == len(views):
                 return sent, None, False
-            sent = max(sent, 0)
-        return self._produce_waiting(views, nbytes, block, timeout, sent)
+        else:
+            outcome = self._reserve_at(nbytes, patience)
+            if isinstance(outcome, tuple):
+                return 1, outcome, False
+            sent = outcome
+        if sent < 0:
+            return 0, None, False  # given up: no mutex in time
+        return self._produce_waiting(views, nbytes, block, deadline, patience, sent)
 
     def _produce_waiting(
-        self, views: list[bytes | memoryview], nbytes: int, block: bool, timeout: float | None,
-        sent: int,
+        self, views: list[bytes | memoryview], nbytes: int, block: bool,
+        deadline: float | None, patience: float | None, sent: int,
     ) -> tuple[int, tuple[int, int, int, Any] | None, bool]:  # fmt: skip
         """``_produce`` beyond its first try, ``sent`` of ``views`` put.
         (A method of its own: the wait's closure makes the variables it
         shares cells, slower to use on the first try.)"""
-        if self._txn_threads:
-            self._check_txn()
-        deadline, patience = deadlines(block, timeout)
         count = len(views) or 1
         registered = retried = spun = False
         held: tuple[int, int, int, Any] | None = None
@@ -667,7 +705,7 @@ class QueueCore(Closable):
                 if done == 0 and not spun and block:
                     # Blocking and full: a consumer may make room in moments.
                     spun = True
-                    if self._spin(HEAD, self._head_seen):
+                    if self._spin_for_room():
                         self._refresh_head(patience)
                         continue
                 # No room as far as this process knew (or no mutex in time):
@@ -734,7 +772,9 @@ class QueueCore(Closable):
         head0 = head = gets0 = -1
         taken = carried = False
         try:
-            if not self._lock(self._try_get, self._get_mutex, deadline):
+            if not (self._get_intact() and self._try_get() == 0) and not self._lock_slow(
+                self._get_mutex, deadline
+            ):
                 return False
             gets0 = words[GETS]
             bounds = self._bounds(deadline)
@@ -766,7 +806,8 @@ class QueueCore(Closable):
                 # After the head: a process killed between the two stores
                 # leaves a hint at or below the head, which is void.
                 words[SCAN] = pos
-            self._unlock(self._unlock_get, self._get_mutex)
+            if not self._get_intact() or self._unlock_get() != 0:
+                self._unlock_slow(self._get_mutex)
             carry += got
             carried = True
         except BaseException:
@@ -1005,26 +1046,32 @@ class QueueCore(Closable):
                  timeout: float | None) -> Any:  # fmt: skip
         """Run ``step(limit, mutex deadline)`` (_take or _hold) until it
         returns something, waiting for messages in between."""
-        if (
-            timeout is None
-            and block is True
-            and not self._txn_threads
-            and self._tail_seen > self._w[HEAD]  # a message as far as we know
-        ):
-            got = step(limit, None)  # the common call: no deadline to work out
-            if got:
-                return got
         if self._txn_threads:
             self._check_txn()
-        deadline, patience = deadlines(block, timeout)
+        deadline, patience = deadlines(block, timeout)  # (no clock read without a timeout)
         if not self._maybe_ready():
-            self._refresh_tail(patience)  # caught up with what we knew: look again
-        got = step(limit, patience)
-        if got:
-            return got
-        if not block:
-            raise Empty(f"no message in MessageQueue {self.name!r} {waited(block, timeout)}")
-        if self._spin(TAIL, self._tail_seen):  # a message in moments: no sleep
+            # Caught up with what we knew: look again (where stores are
+            # ordered, a plain load of the tail).
+            self._refresh_tail(patience)
+        # The common call: one critical section.  A blocking call that still
+        # knows of no ready message polls at once instead: the section would
+        # find nothing.  (The records of a holder that died, which the hint
+        # skips, are found by the steps after the polling.)
+        if not block or self._maybe_ready():
+            got = step(limit, patience)
+            if got:
+                return got
+            if not block:
+                raise Empty(f"no message in MessageQueue {self.name!r} {waited(block, timeout)}")
+        # A message in moments: no sleep.  More than one round, since a
+        # reservation moves the tail when it begins and makes its message
+        # ready only when it ends; a few, since other consumers' calls are
+        # changes too.
+        for _ in range(_SPIN_ROUNDS):
+            if not self._spin_for_messages() or (
+                deadline is not None and time.monotonic() >= deadline
+            ):
+                break
             self._refresh_tail(deadline)
             got = step(limit, deadline)
             if got:
@@ -1034,8 +1081,8 @@ class QueueCore(Closable):
     def _maybe_ready(self) -> bool:
         """Might a message be ready up to the tail this process has seen?
         (Without the get mutex: a hint.)"""
-        words = self._w
-        return self._tail_seen > max(words[HEAD], words[SCAN])
+        words, tail = self._w, self._tail_seen
+        return tail > words[HEAD] and tail > words[SCAN]  # (once per get: no max() call)
 
     def _sleep_for_messages(
         self, step: Callable[[int, float | None], Any], limit: int, deadline: float | None,

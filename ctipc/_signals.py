@@ -40,7 +40,7 @@ from typing import Any, Callable
 
 from ._backend import os_backend as _os
 
-__all__ = ["CALL", "calm", "calmed", "held", "pending", "uncalm"]
+__all__ = ["CALL", "CALMED", "calm", "held", "pending", "uncalm"]
 
 CALL = methodcaller("__call__")
 
@@ -55,8 +55,9 @@ _MAIN = threading.main_thread().ident
 # wrappers convert a set of some sixty signals at each call, about 1.4 µs,
 # where the bound call costs a few hundred ns).  None: no signal masks.
 _MASK = _os.signal_mask_bind(_ASYNC)
-# Non-empty while ``calm`` has blocked signals and not yet restored them.
-_CALMED: list[bool] = []
+# Non-empty while ``calm`` has blocked signals and not yet restored them: a
+# list, so that the queue's every call can test it without a call.
+CALMED: list[bool] = []
 
 
 def calm() -> bool | None:
@@ -71,28 +72,23 @@ def calm() -> bool | None:
     so no handler can run between the two.  The flag is set first: an
     exception right after setting it leaves a flag whose ``uncalm`` restores
     the mask recorded last, the same one; and a flag left behind by an
-    interrupted ``uncalm`` is seen by ``calmed()``, which the next call
+    interrupted ``uncalm`` is seen in ``CALMED``, which the next call
     checks."""
     if _MASK is None or threading.get_ident() != _MAIN:
         return None
-    if _CALMED:
+    if CALMED:
         _MASK[1]()  # (blocked again: an interrupted uncalm may have let them in)
         return False
-    _CALMED.append(True)
+    CALMED.append(True)
     _MASK[0]()
     return True
 
 
 def uncalm(outermost: bool | None = True) -> None:
     """Restore the signal mask the outermost ``calm`` replaced."""
-    if outermost and _MASK is not None and _CALMED and threading.get_ident() == _MAIN:
+    if outermost and _MASK is not None and CALMED and threading.get_ident() == _MAIN:
         _MASK[2]()
-        _CALMED.clear()
-
-
-def calmed() -> bool:
-    """Are signals still blocked by a ``calm`` that was not undone?"""
-    return bool(_CALMED)
+        CALMED.clear()
 
 
 # (get_ident, not current_thread: that would register a dummy Thread for a

@@ -52,6 +52,7 @@ class Spinner:
 # get_nowait) still waits for the other processes' critical sections, which
 # last microseconds unless a holder is stopped (a dead one is taken over).
 MUTEX_PATIENCE = 1.0
+_monotonic = time.monotonic
 
 
 def next_slice(deadline: float | None) -> float:
@@ -67,15 +68,22 @@ def next_slice(deadline: float | None) -> float:
 def deadlines(block: bool, timeout: float | None) -> tuple[float | None, float | None]:
     """(deadline for the awaited event, deadline for a mutex), monotonic: a
     short or no timeout still waits out another process's critical section."""
-    if block and timeout is None:
-        return None, None  # the common case, without reading the clock
+    if block:
+        if timeout is None:
+            return None, None  # the common case, without reading the clock
+        kind = type(timeout)
+        if (kind is float or kind is int) and timeout >= 0:
+            # A plain valid timeout (once per put or get, so without the
+            # general check, which says what is wrong with any other value).
+            now = _monotonic()
+            return now + timeout, now + (timeout if timeout > MUTEX_PATIENCE else MUTEX_PATIENCE)
     seconds = check_queue_timeout(block, timeout)
-    now = time.monotonic()
+    now = _monotonic()
     if not block:
         return now, now + MUTEX_PATIENCE
     if seconds is None:
         return None, None
-    return now + seconds, now + max(seconds, MUTEX_PATIENCE)
+    return now + seconds, now + (seconds if seconds > MUTEX_PATIENCE else MUTEX_PATIENCE)
 
 
 def patience_deadline() -> float:

@@ -272,4 +272,3 @@ class Lock(Acquirable):
 
     def _state(self) -> str:
         return "held" if self._holder is not None else "open"
-

@@ -205,4 +205,3 @@ class Semaphore(Acquirable):
     def _state(self) -> str:
         value = self.value
         return "open" if value is None else f"value={value}"
-

@@ -27,6 +27,7 @@ __all__ = ["Lock", "Semaphore"]
 
 SEM_VALUE_MAX = 2**31 - 1
 
+
 def _me() -> tuple[int, int]:
     return os.getpid(), threading.get_ident()
 
@@ -75,7 +76,6 @@ class _Acquirable(AcquireInWith, RedisObject):
         lease = Lease(self._lease_ms / 1000, renewed, alive)
         self._conn.renewer.add(lease)
         return lease
-
 
 
 class Lock(_Acquirable):
