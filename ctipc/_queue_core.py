@@ -791,7 +791,7 @@ class QueueCore(Closable):
                         pos = after
                     head = pos
                 if pos < tail and len(out) < limit:
-                    pos, head = self._take_behind(pos, head, tail, limit - len(out), out, behind)
+                    pos, head = self._take_behind(pos, head, tail, limit, out, behind)
             got = out + [m for _, m in behind] if behind else out
             sleepers = 0
             if head != head0:
@@ -888,11 +888,12 @@ class QueueCore(Closable):
                      behind: list[tuple[int, bytes]]) -> tuple[int, int]:  # fmt: skip
         """``_take`` past the first record that is not ready: messages held
         by a block are stepped over, the ready ones behind them taken (marked
-        TAKEN in place), records taken before passed by the head.  Returns
+        TAKEN in place), records taken before passed by the head, until
+        ``out`` and ``behind`` hold ``limit`` messages together.  Returns
         (where the walk stopped, the head)."""
         mm, states, record = self._mm, self._states, self._record
         front = pos == head
-        while pos < tail and len(behind) + (len(out) if front else 0) < limit:
+        while pos < tail and len(out) + len(behind) < limit:
             hdr, n, state, _, after = record(pos, tail)
             if state > TAKEN:
                 state = self._settle(hdr, state)

@@ -401,3 +401,28 @@ def test_threads_mixing_blocks_and_plain_calls_deliver_each_message_once(
             if (producer, seq) not in mix.given_up:
                 assert seq > last.get(producer, -1), (producer, seq, last)
                 last[producer] = seq
+
+
+def test_get_many_behind_a_held_record_takes_no_more_than_asked(name: str) -> None:
+    """A get_many that passes records taken before, takes ready ones at the
+    head, and then steps over a held record takes ``max_messages`` in all,
+    so that a receive after it gets the next message, in order."""
+    with contextlib.ExitStack() as stack:
+        q = stack.enter_context(MQ(name, capacity=1 << 12, max_message=16))
+        a, b, c, d = (stack.enter_context(MQ(name, create=False)) for _ in range(4))
+        for m in _messages(10):
+            q.put(m)
+        held_a = a.receive(block=False)
+        assert bytes(held_a.__enter__().data) == b"m0"
+        assert q.get_nowait() == b"m1"  # taken behind m0
+        held = [h.receive(block=False) for h in (b, c, d)]
+        assert [bytes(r.__enter__().data) for r in held] == [b"m2", b"m3", b"m4"]
+        for r in (held[0], held[1], held_a):  # m2, m3, m0 come back
+            assert r.__exit__(_GiveUp, _GiveUp(), None) is None
+        assert q.get_nowait() == b"m0"  # now the head is m1's, taken before
+        # m1 (taken) is passed, m2 and m3 are ready, m4 is held, m5.. are ready
+        assert q.get_many(3, block=False) == [b"m2", b"m3", b"m5"]
+        assert _received(q) == (b"m6", False)
+        held[2].__exit__(None, None, None)  # m4 removed
+        assert q.get_many(10, block=False) == [b"m7", b"m8", b"m9"]
+        _assert_empty(q)
