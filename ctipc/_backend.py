@@ -322,6 +322,12 @@ class Backend(Protocol[_Seg, _Mutex, _Sem]):
         ...
 
     # -- processes -----------------------------------------------------------
+    def yield_cpu(self) -> None:
+        """Let another runnable thread of the machine have this CPU, if any
+        waits for one (else return at once): between the polls of a mutex
+        whose holder may be waiting for a CPU."""
+        ...
+
     def process_token(self, pid: int) -> int | None:
         """None if ``pid`` is not a live process (gone, a zombie, or exiting);
         else a number that tells this process apart from an earlier one with

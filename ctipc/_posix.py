@@ -388,6 +388,10 @@ def semaphore_bind(handle: int) -> tuple[Callable[[], int], Callable[[], int]]:
     return partial(_raw_sem_trywait, ptr), partial(_raw_sem_post, ptr)
 
 
+# (sched_yield(2), through the os module: every POSIX system has it)
+yield_cpu = os.sched_yield
+
+
 def signal_mask_bind(signums: Iterable[int]) -> tuple[Callable[[], int], ...] | None:
     blocked = ctypes.create_string_buffer(_SIGSET_SIZE)
     _sigemptyset(blocked)

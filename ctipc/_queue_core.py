@@ -208,7 +208,7 @@ class QueueCore(Closable):
         self._next_settle = 0.0  # when to look for holders that died again
         self._alive_seen: dict[int, tuple[tuple[int, ...], float]] = {}
         self._spinner = Spinner()
-        self._lock_spinner = Spinner()
+        self._lock_spinner = Spinner(yields=True)
         self._start(core)
 
     # -- properties ------------------------------------------------------------
@@ -498,7 +498,7 @@ class QueueCore(Closable):
     def _place(self, tail: int, head: int, nbytes: int) -> tuple[int, int] | None:
         """Where a record of ``nbytes`` goes after ``tail``: (position in the
         ring, bytes skipped to wrap), or None if it does not fit before
-        ``head`` plus the ring."""
+        ``head`` plus the ring.  (``_append`` has this and ``_seal`` inline.)"""
         ring = self._ring
         size = 8 + ((nbytes + 7) & ~7)  # record_size(nbytes), inline: once per message
         pos = tail % ring
@@ -555,7 +555,7 @@ class QueueCore(Closable):
     def _append(self, views: list[bytes | memoryview], deadline: float | None) -> int:
         """Write as many of ``views`` as fit, in one critical section; return
         how many.  -1: the put mutex was not had before the deadline."""
-        words, ring_view, place, seal = self._w, self._ring_view, self._place, self._seal
+        words, mm, ring_view, ring = self._w, self._mm, self._ring_view, self._ring
         written = 0
         tail = puts = -1
         try:
@@ -564,15 +564,26 @@ class QueueCore(Closable):
                 self._put_mutex, deadline
             ):
                 return -1
-            tail, head = self._tail_checked()
+            tail, head = words[TAIL], self._head_seen
+            if tail > POSITION_MAX or tail & 7 or head > tail or tail > head + ring:
+                tail, head = self._tail_checked()  # why not, or a view of the head too old
             for view in views:
+                # _place and _seal inline (once per message: the two calls
+                # were a fifth of a put)
                 n = len(view)  # bytes, or a 1-D memoryview of bytes (as_bytes_view)
-                where = place(tail, head, n)
-                if where is None:
+                size = 8 + ((n + 7) & ~7)  # record_size(n)
+                pos = tail % ring
+                if pos + size > ring:  # it goes at the start, after a wrap marker
+                    if tail + ring - pos + size - head > ring:
+                        break
+                    RECORD.pack_into(mm, RING + pos, WRAP, 0)
+                    tail += ring - pos
+                    pos = 0
+                elif tail + size - head > ring:
                     break
-                start = 0 if where[1] else where[0]
-                ring_view[start + 8 : start + 8 + n] = view  # (PyPy's mmap takes only bytes)
-                tail = seal(tail, where[0], where[1], n)
+                ring_view[pos + 8 : pos + 8 + n] = view  # (PyPy's mmap takes only bytes)
+                RECORD.pack_into(mm, RING + pos, n, READY)
+                tail += size
                 written += 1
             sleepers = 0
             if written:
@@ -654,6 +665,8 @@ class QueueCore(Closable):
         (``_reserve_at``'s, get mutex held) or None, whether this call is
         still registered as a sleeping producer: only with a reservation,
         whose caller unregisters under the get mutex it holds)."""
+        if CALMED:
+            uncalm()  # a repair was interrupted before it could unblock signals
         if self._txn_threads:
             self._check_txn()
         deadline, patience = deadlines(block, timeout)  # (no clock read without a timeout)
@@ -765,7 +778,7 @@ class QueueCore(Closable):
         """Move up to ``limit`` messages to this thread's carry-over in one
         critical section; False if there were none ready up to the tail this
         process has seen, or the get mutex was not had before the deadline."""
-        mm, words, states, record = self._mm, self._w, self._states, self._record
+        mm, words, states, ring = self._mm, self._w, self._states, self._ring
         carry = self._local.carry
         out: list[bytes] = []  # from the head on: they leave with the head's store
         behind: list[tuple[int, bytes]] = []  # (header, message) behind a held record
@@ -777,18 +790,37 @@ class QueueCore(Closable):
             ):
                 return False
             gets0 = words[GETS]
-            bounds = self._bounds(deadline)
+            # (_bounds inline where the positions are as they should be)
+            head0, tail = words[HEAD], self._tail_seen
+            if limit > 1:
+                # A batch takes what is there now, not only what this process
+                # saw (lock order: get, then put).
+                if self._ordered:
+                    tail = words[TAIL]  # stored after the records it covers
+                elif self._refresh_tail(deadline):
+                    tail = self._tail_seen
+            if tail < head0 or tail - head0 > ring or tail > POSITION_MAX or (head0 | tail) & 7:
+                bounds = self._bounds(deadline)  # the tail read again, or why not
+            else:
+                bounds = head0, tail
+                self._tail_seen = tail
             if bounds is not None:
                 head0, tail = bounds
                 head = head0
                 pos = head0 if words[SCAN] == head0 else self._scan_start(head0, tail)
                 if pos == head0:  # the common case: the oldest records are ready
+                    biggest = self._max_message
                     while pos < tail and len(out) < limit:
-                        hdr, n, state, _, after = record(pos, tail)
-                        if state > RETRY:
+                        # _record inline (once per message); a record it
+                        # would not pass as it is (a wrap marker, one not
+                        # ready, a corrupt one) is _take_behind's
+                        at = pos % ring
+                        n, state = RECORD.unpack_from(mm, RING + at)
+                        size = 8 + ((n + 7) & ~7)  # record_size(n)
+                        if state > RETRY or n > biggest or pos + size > tail or at + size > ring:
                             break
-                        out.append(mm[hdr + 8 : hdr + 8 + n])
-                        pos = after
+                        out.append(mm[RING + at + 8 : RING + at + 8 + n])
+                        pos += size
                     head = pos
                 if pos < tail and len(out) < limit:
                     pos, head = self._take_behind(pos, head, tail, limit, out, behind)
@@ -828,8 +860,14 @@ class QueueCore(Closable):
                 words[SCAN] = words[HEAD]
             _let_go_calmly(self._get_mutex)
             raise
-        if sleepers:
-            wake(self._room_sem, min(len(got), sleepers) or 1)
+        if sleepers and words[TAIL] - head <= self._ring >> 1:
+            # Producers are woken once the ring is half empty, not at each
+            # message taken (docs/FORMAT.md, "Wake-ups"): woken at each, a
+            # full ring's producers took turns at one free record, at a
+            # wake-up, a registration and two critical sections each.
+            # (At most as many as the table of sleepers records: the count
+            # is shared memory, which garbage may have made huge.)
+            wake(self._room_sem, min(sleepers, SLEEPER_SLOTS))
         return bool(got)
 
     def _hold(self, limit: int, deadline: float | None) -> tuple[Any, ...] | None:
@@ -1047,18 +1085,26 @@ class QueueCore(Closable):
                  timeout: float | None) -> Any:  # fmt: skip
         """Run ``step(limit, mutex deadline)`` (_take or _hold) until it
         returns something, waiting for messages in between."""
+        if CALMED:
+            uncalm()  # a repair was interrupted before it could unblock signals
         if self._txn_threads:
             self._check_txn()
         deadline, patience = deadlines(block, timeout)  # (no clock read without a timeout)
-        if not self._maybe_ready():
-            # Caught up with what we knew: look again (where stores are
-            # ordered, a plain load of the tail).
-            self._refresh_tail(patience)
+        # (_maybe_ready, and _refresh_tail where stores are ordered, inline:
+        # once per get)
+        words, tail = self._w, self._tail_seen
+        if not (tail > words[HEAD] and tail > words[SCAN]):
+            # Caught up with what we knew: look again.
+            if self._ordered:
+                tail = self._tail_seen = words[TAIL]  # stored after the records it covers
+            else:
+                self._refresh_tail(patience)
+                tail = self._tail_seen
         # The common call: one critical section.  A blocking call that still
         # knows of no ready message polls at once instead: the section would
         # find nothing.  (The records of a holder that died, which the hint
         # skips, are found by the steps after the polling.)
-        if not block or self._maybe_ready():
+        if not block or (tail > words[HEAD] and tail > words[SCAN]):
             got = step(limit, patience)
             if got:
                 return got

@@ -461,7 +461,10 @@ class Core:
         self.inflight.append(None)
         if self.closing:
             self.leave()
-            raise ValueError(f"{self.kind.label} is closed")
+            raise self.closed_error()
+
+    def closed_error(self) -> ValueError:
+        return ValueError(f"{self.kind.label} is closed")
 
     def hold(self) -> None:
         """Count a use that outlives its call (a Lock held by a thread):
@@ -469,15 +472,20 @@ class Core:
         self.inflight.append(None)
 
     def leave(self) -> None:
-        inflight = self.inflight
-        inflight.remove(None)  # (not another call's own mark)
+        self.inflight.remove(None)  # (not another call's own mark)
+        if self.closing:
+            self.left()
+
+    def left(self) -> None:
+        """The end of ``leave`` once closing has begun, for the hot paths
+        that remove their mark inline (``inflight.remove(None)``, then this
+        if ``closing``): the last call out frees the handles."""
         # close() sets ``closing`` before ``close_started``: a call entered
         # after that is refused without using the handles, and one entered
         # before is still in the list (``_finish`` checks it again).
-        if self.close_started and not inflight:
+        if self.close_started and not self.inflight:
             self._finish(False)
-        if self.closing:
-            park_if_exiting()
+        park_if_exiting()
 
     def leave_call(self, mark: object) -> None:
         """End of the call marked in flight by ``mark`` (nothing if it has

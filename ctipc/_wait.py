@@ -8,6 +8,7 @@ from typing import Callable
 
 from ._args import check_queue_timeout
 from ._backend import SPIN, WAIT_SLICE
+from ._backend import os_backend as _os
 
 
 class Spinner:
@@ -22,13 +23,21 @@ class Spinner:
     wait polls for the whole ``SPIN`` again (a shorter probe could never
     see a partner that needs longer), to notice that the machine calmed
     down: at most ``SPIN`` / 16 per wait on a machine that stays busy.
+
+    ``yields``: what is polled is a mutex, whose holder may be a process
+    that was preempted inside its critical section and waits for a CPU.
+    Between polls this CPU is offered to whoever waits for one (at once
+    back if nobody does), where spinning would keep the holder off it: on
+    2 CPUs, about 12% more messages per second in 4 -> 1 put, and 10-15%
+    more acquires per second of a Lock four processes take in turn.
     """
 
-    __slots__ = ("budget", "skipped")
+    __slots__ = ("budget", "skipped", "yields")
 
-    def __init__(self) -> None:
+    def __init__(self, yields: bool = False) -> None:
         self.budget = SPIN
         self.skipped = 0
+        self.yields = yields
 
     def spin(self, ready: Callable[[], bool]) -> bool:
         budget = self.budget
@@ -43,6 +52,8 @@ class Spinner:
             if ready():
                 self.budget = SPIN
                 return True
+            if self.yields:
+                _os.yield_cpu()
         # (a failed probe, from a budget of 0, leaves it at 0)
         self.budget = budget / 2 if self.budget > SPIN / 16 else 0.0
         return False

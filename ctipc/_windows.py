@@ -137,7 +137,8 @@ def _declare(fn_name: str, argtypes: list[Any], restype: Any, errcheck: Any) -> 
     fn = getattr(_kernel32, fn_name)
     fn.argtypes = argtypes
     fn.restype = restype
-    fn.errcheck = errcheck
+    if errcheck is not None:  # None: the result is no error report
+        fn.errcheck = errcheck
     return fn
 
 
@@ -147,6 +148,8 @@ def _declare(fn_name: str, argtypes: list[Any], restype: Any, errcheck: Any) -> 
 
 # BOOL CloseHandle(HANDLE hObject);
 CloseHandle = _declare("CloseHandle", [HANDLE], BOOL, _check_nonzero)
+# BOOL SwitchToThread(void): FALSE only says no thread was ready to run
+SwitchToThread = _declare("SwitchToThread", [], BOOL, None)
 # DWORD WaitForSingleObject(HANDLE hHandle, DWORD dwMilliseconds);
 WaitForSingleObject = _declare("WaitForSingleObject", [HANDLE, DWORD], DWORD, _check_wait)
 
@@ -618,6 +621,10 @@ def process_token(pid: int) -> int | None:
 
 def signal_mask_bind(signums: Iterable[int]) -> tuple[Callable[[], int], ...] | None:
     return None  # Windows threads have no signal masks
+
+
+def yield_cpu() -> None:
+    SwitchToThread()
 
 
 def process_exists(pid: int) -> bool:

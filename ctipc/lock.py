@@ -120,7 +120,7 @@ class Lock(Acquirable):
         self._held: object = None  # its mark in _inflight while held
         #: True after an ``acquire`` that took the lock over from a dead holder
         self.owner_died = False
-        self._spinner = Spinner()
+        self._spinner = Spinner(yields=True)
         self._start(core)
         _LOCKS.add(self)
 

@@ -18,6 +18,11 @@ from .listener import Listener
 
 __all__ = ["MessageQueue", "Received", "Reservation"]
 
+# The mark of a call in flight, as ``Core.enter`` appends it: put and get
+# append it inline (``inflight += _IN``), one frame less each, and leave the
+# same way (``inflight.remove(None)``, then ``Core.left`` once closing).
+_IN = (None,)
+
 
 class MessageQueue(QueueCore):
     """A queue of byte messages that any process can open by name.
@@ -41,12 +46,18 @@ class MessageQueue(QueueCore):
         view: bytes | memoryview = data if type(data) is bytes else self._checked(data)
         if len(view) > self._max_message:
             view = self._checked(view)  # the error
-        self._enter()
+        core = self._core
+        inflight = core.inflight
+        inflight += _IN  # (``_enter``, inline: an in-place add is no call, see _signals)
         try:
+            if core.closing:
+                raise core.closed_error()
             if not self._produce([view], 0, block, timeout)[0]:
                 raise Full(f"no room in MessageQueue {self.name!r} {waited(block, timeout)}")
         finally:
-            self._leave()
+            inflight.remove(None)  # (``_leave``, inline)
+            if core.closing:
+                core.left()
 
     def put_nowait(self, data: bytes | bytearray | memoryview) -> None:
         """``put(data, block=False)``."""
@@ -105,13 +116,22 @@ class MessageQueue(QueueCore):
         """Remove and return the oldest message.  Raises
         :class:`ctipc.Empty` if none came before ``timeout`` (at once if
         not ``block``)."""
-        carry = self._carry()
+        try:
+            carry: list[bytes] = self._local.carry  # (``_carry``, inline)
+        except AttributeError:
+            carry = self._carry()
         if not carry:
-            self._enter()
+            core = self._core
+            inflight = core.inflight
+            inflight += _IN
             try:
+                if core.closing:
+                    raise core.closed_error()
                 self._consume(self._take, 1, block, timeout)  # into carry
             finally:
-                self._leave()
+                inflight.remove(None)
+                if core.closing:
+                    core.left()
         # Handed over without a call in between (CPython runs no signal
         # handler there): an exception before this point has left the
         # message in this thread's carry-over, for its next get.

@@ -195,6 +195,9 @@ class FakeBackend:
     def signal_mask_bind(self, signums: Any) -> None:
         return None  # the portable layer's tests run no signal handlers through it
 
+    def yield_cpu(self) -> None:
+        time.sleep(0)  # (the fake's threads share the GIL: give it up)
+
     def process_exists(self, pid: int) -> bool:
         self._count("process_exists")
         return pid in self._tokens

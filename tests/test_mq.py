@@ -566,6 +566,16 @@ def test_get_many_returns_at_least_one_and_at_most_max_messages(name: str) -> No
         assert 0.15 <= elapsed(start) < 5
 
 
+def test_get_many_takes_what_was_put_since_this_handle_last_looked(name: str) -> None:
+    """A batch takes whatever is there when it is taken, not only what the
+    consumer's last look at the tail covered."""
+    with MQ(name, capacity=8192, max_message=100) as q, MQ(name, create=False) as producer:
+        producer.put_many([b"a", b"b"])
+        assert q.get(timeout=DEADLINE) == b"a"  # this handle has seen the tail after b
+        producer.put_many([b"c", b"d"])
+        assert q.get_many(10, block=False) == [b"b", b"c", b"d"]
+
+
 def test_put_many_that_does_not_fit_puts_a_prefix_then_raises_full(name: str) -> None:
     with MQ(name, capacity=16 << 10, max_message=1016) as q:  # 16 records of 1 KiB
         batch = [bytes([i]) * 1016 for i in range(40)]
@@ -981,6 +991,56 @@ def test_consumer_killed_while_waiting_leaves_no_wake_ups_behind(name: str) -> N
             assert len(q.get_many(100, timeout=DEADLINE)) == 50
         stale = os_backend.semaphore_value(q._data_sem)
         assert stale is not None and stale <= 2, f"{stale} wake-ups posted for a dead consumer"
+
+
+@pytest.mark.skipif(not ctipc.SEMAPHORE_VALUE_READABLE, reason="semaphore values unreadable")
+def test_waiting_producers_are_woken_once_the_ring_is_half_empty(name: str) -> None:
+    """A get wakes waiting producers only once the ring is at most half full
+    (docs/FORMAT.md, "Wake-ups"), and then all of them, not one per message
+    taken.  White box: this process registers as a waiting producer without
+    waiting, and reads the OS semaphore's value after each get."""
+    from ctipc._backend import os_backend
+    from ctipc._ring import PRODUCERS_WAITING
+
+    with MQ(name, capacity=1024, max_message=56) as q:  # 16 records of 64 bytes
+        q.put_many([b"m" * 56] * 16)
+        with pytest.raises(ctipc.Full):
+            q.put_nowait(b"m")
+        assert q._refresh_head(None, 1) and q._refresh_head(None, 1)  # two producers
+        try:
+            assert q._w[PRODUCERS_WAITING] == 2
+            for taken in range(1, 8):
+                q.get_nowait()
+                assert os_backend.semaphore_value(q._room_sem) == 0, f"woken after {taken}"
+            q.get_nowait()  # 8 of 16 left
+            assert os_backend.semaphore_value(q._room_sem) == 2
+            q.get_nowait()
+            assert os_backend.semaphore_value(q._room_sem) == 2  # no more than waiting
+        finally:
+            q._refresh_head(None, -1)
+            q._refresh_head(None, -1)
+            while os_backend.semaphore_trywait(q._room_sem):
+                pass
+
+
+def test_waiting_producer_gets_through_when_less_than_half_is_taken(name: str) -> None:
+    """A producer waiting on a full ring is not woken by a get that leaves
+    it more than half full, but its own next look finds the room: its put
+    returns, well within its timeout."""
+    code = """
+        q = ctipc.MessageQueue(sys.argv[1], create=False)
+        out("waiting")
+        q.put(b"late", timeout=60)
+        out("put")
+    """
+    with MQ(name, capacity=1024, max_message=56) as q:
+        q.put_many([b"m" * 56] * 16)
+        with Child(MQ_IMPORT + textwrap.dedent(code), name) as child:
+            child.expect("waiting")
+            assert q.get(timeout=DEADLINE) == b"m" * 56
+            child.expect("put")
+            child.wait()
+        assert q.get_many(100, block=False) == [b"m" * 56] * 15 + [b"late"]
 
 
 # -- threads ------------------------------------------------------------------------------
