@@ -860,7 +860,7 @@ class QueueCore(Closable):
                 words[SCAN] = words[HEAD]
             _let_go_calmly(self._get_mutex)
             raise
-        if sleepers and words[TAIL] - head <= self._ring >> 1:
+        if sleepers and words[TAIL] - head <= ring >> 1:
             # Producers are woken once the ring is half empty, not at each
             # message taken (docs/FORMAT.md, "Wake-ups"): woken at each, a
             # full ring's producers took turns at one free record, at a

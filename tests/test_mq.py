@@ -1035,7 +1035,7 @@ def test_waiting_producer_gets_through_when_less_than_half_is_taken(name: str) -
     """
     with MQ(name, capacity=1024, max_message=56) as q:
         q.put_many([b"m" * 56] * 16)
-        with Child(MQ_IMPORT + textwrap.dedent(code), name) as child:
+        with Child(code, name) as child:
             child.expect("waiting")
             assert q.get(timeout=DEADLINE) == b"m" * 56
             child.expect("put")
