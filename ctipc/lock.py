@@ -147,12 +147,17 @@ class Lock(Acquirable):
         give_back = map(CALL, self._unlock)  # made now: the repair below makes no call
         # [0]: the bound try took it; [rc, MUTEX_*]: the wait did
         got: list[int] = []
+        # Past the closed check: only then are the mutex's words mapped for
+        # the repair below (a close that finished before this call's mark
+        # has unmapped them; one that begins after it waits for the call).
+        opened = False
         inflight = self._inflight
         inflight += (call,)
         core = self._core
         try:
             if core is None or core.closed:
                 raise ValueError("Lock is closed")
+            opened = True
             if self._intact():
                 got += call
             else:
@@ -169,7 +174,7 @@ class Lock(Acquirable):
             self._held = call  # stays in flight while held
             return True
         except BaseException as e:
-            if not had:
+            if opened and not had:
                 # Taken by this call, whose caller sees it raise: given back.
                 # (Not taken: another thread may hold it, and stays the holder.)
                 if got == [0] or len(got) > 1:
