@@ -7,8 +7,9 @@ Each line is the best of R runs of N calls (the best, not the median: on a
 shared machine every other figure is the same step plus someone else's
 load), the loop's own cost taken off.  The whole calls come first, then the
 steps they are made of, as often as a call takes them: ``put`` and ``get``
-one mutex pair, two kind checks, one enter/leave and one deadline each; a
-``receive`` or ``reserve`` block two mutex pairs and two signal-mask pairs.
+one mutex pair, two kind checks and one enter/leave each (and a deadline
+only once they wait); a ``receive`` or ``reserve`` block two mutex pairs,
+two signal-mask pairs and a deadline.
 The steps reach into the engine's private attributes: this script measures
 the steps the engine takes today, and follows it when they change.
 """
@@ -105,7 +106,7 @@ def _steps(q: ctipc.MessageQueue, lock: ctipc.Lock, sem: ctipc.Semaphore
         ("bound try_lock + unlock (ctypes)", _timed(q._try_put, then=q._unlock_put)),
         ("mutex kind check (2 per section)", _timed(q._put_intact)),
         ("_enter + _leave (1 per call)", _timed(q._enter, then=q._leave)),
-        ("deadlines(True, 60.0) (1 per call)", _timed(partial(deadlines, True, 60.0))),
+        ("deadlines(True, 60.0) (1 per block)", _timed(partial(deadlines, True, 60.0))),
         ("signal mask block + restore (2 per block)", _timed(lambda: uncalm(calm()))),
     ]
 

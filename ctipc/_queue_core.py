@@ -552,16 +552,18 @@ class QueueCore(Closable):
             head = self._head_seen = tail - self._ring
         return tail, head
 
-    def _append(self, views: list[bytes | memoryview], deadline: float | None) -> int:
+    def _append(self, views: list[bytes | memoryview], deadline: float | None,
+                at_once: bool = False) -> int:  # fmt: skip
         """Write as many of ``views`` as fit, in one critical section; return
-        how many.  -1: the put mutex was not had before the deadline."""
+        how many.  -1: the put mutex was not had before the deadline (with
+        ``at_once``, put's common call: at the first try)."""
         words, mm, ring_view, ring = self._w, self._mm, self._ring_view, self._ring
         written = 0
         tail = puts = -1
         try:
             # (the bound calls inline: once per message)
-            if not (self._put_intact() and self._try_put() == 0) and not self._lock_slow(
-                self._put_mutex, deadline
+            if not (self._put_intact() and self._try_put() == 0) and (
+                at_once or not self._lock_slow(self._put_mutex, deadline)
             ):
                 return -1
             tail, head = words[TAIL], self._head_seen
@@ -869,6 +871,69 @@ class QueueCore(Closable):
             # is shared memory, which garbage may have made huge.)
             wake(self._room_sem, min(sleepers, SLEEPER_SLOTS))
         return bool(got)
+
+    def _take_one(self, carry: list[bytes]) -> bool:
+        """``get``'s common call in one frame: the ready message at the head,
+        with the get mutex free at the first try, moved to ``carry`` (this
+        thread's carry-over, empty).  False, with nothing changed, for
+        anything else: no message known, a busy mutex, a hint or a record
+        out of the ordinary; ``_consume`` then makes the call in full.  (It
+        needs no mutex deadline, so no clock is read: see ``get``.)"""
+        words, tail = self._w, self._tail_seen
+        head = words[HEAD]  # (without the mutex, as in _maybe_ready: a hint)
+        if words[SCAN] != head:
+            return False  # a record held by a block at the head, or a void hint
+        if not tail > head:
+            if not self._ordered:
+                return False
+            tail = words[TAIL]  # stored after the records it covers
+            if not tail > head:
+                return False
+            self._tail_seen = tail
+        if not (self._get_intact() and self._try_get() == 0):
+            return False
+        mm, ring = self._mm, self._ring
+        head = end = -1
+        try:
+            # _take's checks of the positions and of the record, for the one
+            # at the head (_bounds and _record are the full ones: anything
+            # they would look into further is left to them)
+            head, gets = words[HEAD], words[GETS]
+            if (
+                words[SCAN] != head
+                or tail - head > ring
+                or tail > POSITION_MAX
+                or (head | tail) & 7
+            ):
+                head = -1
+            else:
+                at = head % ring
+                n, state = RECORD.unpack_from(mm, RING + at)
+                end = head + 8 + ((n + 7) & ~7)  # record_size(n)
+                if state > RETRY or n > self._max_message or end > tail or at + end - head > ring:
+                    head = -1
+            if head >= 0:
+                message = mm[RING + at + 8 : RING + at + 8 + n]
+                words[HEAD] = end  # the message leaves the ring here
+                words[GETS] = (gets + 1) & U64_MASK
+                words[SCAN] = end
+                carry += (message,)  # (no call since the head's store: see _take)
+                sleepers = words[PRODUCERS_WAITING]
+            if not self._get_intact() or self._unlock_get() != 0:
+                self._unlock_slow(self._get_mutex)
+        except BaseException:
+            # (first, with no call before it, as in _take: the mutex is still
+            # ours, so a head at ``end`` is our store)
+            if head >= 0 and not carry and words[HEAD] == end:
+                carry.append(message)
+                words[GETS] = (gets + 1) & U64_MASK
+            _let_go_calmly(self._get_mutex)
+            raise
+        if head < 0:
+            return False
+        if sleepers and words[TAIL] - end <= ring >> 1:
+            wake(self._room_sem, min(sleepers, SLEEPER_SLOTS))  # (as in _take)
+        return True
 
     def _hold(self, limit: int, deadline: float | None) -> tuple[Any, ...] | None:
         """The oldest ready message, marked as held by this process's receive:

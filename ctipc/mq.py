@@ -13,6 +13,7 @@ from typing import Any, Callable
 from . import aio
 from ._errors import Full, waited
 from ._queue_core import QueueCore
+from ._signals import CALMED
 from ._wait import deadlines
 from .listener import Listener
 
@@ -22,6 +23,14 @@ __all__ = ["MessageQueue", "Received", "Reservation"]
 # append it inline (``inflight += _IN``), one frame less each, and leave the
 # same way (``inflight.remove(None)``, then ``Core.left`` once closing).
 _IN = (None,)
+# put and get make their common call without the engine's general entry
+# (``_produce``, ``_consume``: a frame, and a deadline whose clock read only
+# a call that waits needs) when nothing needs that entry: no repair
+# (CALMED) or receive/reserve block of this thread pending, and a timeout
+# that ``deadlines`` takes as it is (any other goes there, to be refused
+# before anything changes).  In one process that took a get with a timeout
+# from 2.8 to 2.1 µs, a put from 2.3 to 2.1 (docs/benchmarks.md).
+_QUICK = (float, int)
 
 
 class MessageQueue(QueueCore):
@@ -52,7 +61,15 @@ class MessageQueue(QueueCore):
         try:
             if core.closing:
                 raise core.closed_error()
-            if not self._produce([view], 0, block, timeout)[0]:
+            # The common call (see _QUICK): room, and the put mutex free at
+            # the first try; else _produce makes the call in full.
+            quick = not (CALMED or self._txn_threads) and (
+                timeout is None or not block or (type(timeout) in _QUICK and timeout >= 0)
+            )
+            if (
+                not (quick and self._append([view], None, True) == 1)
+                and not self._produce([view], 0, block, timeout)[0]
+            ):
                 raise Full(f"no room in MessageQueue {self.name!r} {waited(block, timeout)}")
         finally:
             inflight.remove(None)  # (``_leave``, inline)
@@ -127,7 +144,13 @@ class MessageQueue(QueueCore):
             try:
                 if core.closing:
                     raise core.closed_error()
-                self._consume(self._take, 1, block, timeout)  # into carry
+                # The common call (see _QUICK): a ready message, the get
+                # mutex free; else _consume makes the call in full.
+                quick = not (CALMED or self._txn_threads) and (
+                    timeout is None or not block or (type(timeout) in _QUICK and timeout >= 0)
+                )
+                if not (quick and self._take_one(carry)):
+                    self._consume(self._take, 1, block, timeout)  # into carry
             finally:
                 inflight.remove(None)
                 if core.closing:

@@ -386,6 +386,17 @@ def test_bad_call_arguments(name: str) -> None:
             with pytest.raises(error):
                 q.put(b"x", timeout=bad)  # type: ignore[arg-type]
         assert len(q) == 0
+        # Refused, with nothing taken, when the call could be made at once
+        # too (put and get make that call without the general entry).
+        q.put(b"kept")
+        for bad, error in ((-1, ValueError), (float("nan"), ValueError), ("1", TypeError),
+                           (True, TypeError)):  # fmt: skip
+            with pytest.raises(error):
+                q.get(timeout=bad)  # type: ignore[arg-type]
+            with pytest.raises(error):
+                q.put(b"x", timeout=bad)  # type: ignore[arg-type]
+        assert len(q) == 1
+        assert q.get_nowait() == b"kept"
 
 
 @needs_dev_shm
