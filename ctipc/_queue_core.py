@@ -325,6 +325,17 @@ class QueueCore(Closable):
         except OSError as e:
             raise mutex_error(e, self.name) from None
 
+    def _lock_now(self, mutex: Mutex) -> bool:
+        """The general acquire, once and without waiting, after a bound try
+        that did not take ``mutex`` (put's and get's common call, which does
+        not wait): True if it is ours now, having finished a takeover from
+        a dead holder that the try began (which leaves it held: see
+        _backend, "Bound calls"); False if it is busy."""
+        try:
+            return _os.mutex_acquire(mutex, 0.0) != MUTEX_TIMEOUT
+        except OSError as e:
+            raise mutex_error(e, self.name) from None
+
     def _unlock(self, unlock: Callable[[], int], mutex: Mutex) -> None:
         intact = self._put_intact if mutex is self._put_mutex else self._get_intact
         if not intact() or unlock() != 0:
@@ -556,14 +567,16 @@ class QueueCore(Closable):
                 at_once: bool = False) -> int:  # fmt: skip
         """Write as many of ``views`` as fit, in one critical section; return
         how many.  -1: the put mutex was not had before the deadline (with
-        ``at_once``, put's common call: at the first try)."""
+        ``at_once``, put's common call: at once)."""
         words, mm, ring_view, ring = self._w, self._mm, self._ring_view, self._ring
         written = 0
         tail = puts = -1
         try:
             # (the bound calls inline: once per message)
-            if not (self._put_intact() and self._try_put() == 0) and (
-                at_once or not self._lock_slow(self._put_mutex, deadline)
+            if not (self._put_intact() and self._try_put() == 0) and not (
+                self._lock_now(self._put_mutex)
+                if at_once
+                else self._lock_slow(self._put_mutex, deadline)
             ):
                 return -1
             tail, head = words[TAIL], self._head_seen
@@ -874,7 +887,7 @@ class QueueCore(Closable):
 
     def _take_one(self, carry: list[bytes]) -> bool:
         """``get``'s common call in one frame: the ready message at the head,
-        with the get mutex free at the first try, moved to ``carry`` (this
+        with the get mutex had at once, moved to ``carry`` (this
         thread's carry-over, empty).  False, with nothing changed, for
         anything else: no message known, a busy mutex, a hint or a record
         out of the ordinary; ``_consume`` then makes the call in full.  (It
@@ -890,11 +903,13 @@ class QueueCore(Closable):
             if not tail > head:
                 return False
             self._tail_seen = tail
-        if not (self._get_intact() and self._try_get() == 0):
-            return False
         mm, ring = self._mm, self._ring
         head = end = -1
         try:
+            if not (self._get_intact() and self._try_get() == 0) and not self._lock_now(
+                self._get_mutex
+            ):
+                return False
             # _take's checks of the positions and of the record, for the one
             # at the head (_bounds and _record are the full ones: anything
             # they would look into further is left to them)

@@ -61,8 +61,8 @@ class MessageQueue(QueueCore):
         try:
             if core.closing:
                 raise core.closed_error()
-            # The common call (see _QUICK): room, and the put mutex free at
-            # the first try; else _produce makes the call in full.
+            # The common call (see _QUICK): room, and the put mutex had at
+            # once; else _produce makes the call in full.
             quick = not (CALMED or self._txn_threads) and (
                 timeout is None or not block or (type(timeout) in _QUICK and timeout >= 0)
             )
@@ -144,8 +144,8 @@ class MessageQueue(QueueCore):
             try:
                 if core.closing:
                     raise core.closed_error()
-                # The common call (see _QUICK): a ready message, the get
-                # mutex free; else _consume makes the call in full.
+                # The common call (see _QUICK): a ready message, and the get
+                # mutex had at once; else _consume makes the call in full.
                 quick = not (CALMED or self._txn_threads) and (
                     timeout is None or not block or (type(timeout) in _QUICK and timeout >= 0)
                 )

@@ -1054,6 +1054,32 @@ def test_waiting_producer_gets_through_when_less_than_half_is_taken(name: str) -
         assert q.get_many(100, block=False) == [b"m" * 56] * 15 + [b"late"]
 
 
+@needs_sigkill
+def test_the_common_call_finishes_a_takeover_from_a_dead_holder_itself(name: str) -> None:
+    """A process killed holding both mutexes: the bound try of the next put
+    and get takes each over from it, which leaves the mutex held; the
+    common call (put's and get's one pass) finishes the takeover there and
+    then, rather than leaving a held mutex to the general path.  White box:
+    the one-pass steps are called on their own, and must not fall back."""
+    code = """
+        q = ctipc.MessageQueue(sys.argv[1], create=False)
+        assert q._put_intact() and q._try_put() == 0
+        assert q._get_intact() and q._try_get() == 0
+        out("holding")
+        inp()
+    """
+    with MQ(name, capacity=8192, max_message=100) as q:
+        q.put(b"before")
+        with Child(code, name) as child:
+            child.expect("holding")
+            child.kill()
+        assert q._append([b"after"], None, True) == 1
+        carry: list[bytes] = []
+        assert q._take_one(carry) and carry == [b"before"]
+        assert q.get(timeout=DEADLINE) == b"after"
+        assert len(q) == 0
+
+
 # -- threads ------------------------------------------------------------------------------
 
 
