@@ -875,15 +875,21 @@ class QueueCore(Closable):
                 words[SCAN] = words[HEAD]
             _let_go_calmly(self._get_mutex)
             raise
-        if sleepers and words[TAIL] - head <= ring >> 1:
-            # Producers are woken once the ring is half empty, not at each
-            # message taken (docs/FORMAT.md, "Wake-ups"): woken at each, a
-            # full ring's producers took turns at one free record, at a
-            # wake-up, a registration and two critical sections each.
-            # (At most as many as the table of sleepers records: the count
-            # is shared memory, which garbage may have made huge.)
-            wake(self._room_sem, min(sleepers, SLEEPER_SLOTS))
+        if sleepers:
+            self._wake_producers_at_half(sleepers, head)
         return bool(got)
+
+    def _wake_producers_at_half(self, sleepers: int, head: int) -> None:
+        """After a get that took messages and moved the head to ``head``,
+        with ``sleepers`` producers registered as waiting: wake them once
+        the ring is at most half full (``tail`` read again, without the
+        mutex: a hint), not at each message taken (docs/FORMAT.md,
+        "Wake-ups"): woken at each, a full ring's producers took turns at
+        one free record, at a wake-up, a registration and two critical
+        sections each.  (At most as many as the table of sleepers records:
+        the count is shared memory, which garbage may have made huge.)"""
+        if self._w[TAIL] - head <= self._ring >> 1:
+            wake(self._room_sem, min(sleepers, SLEEPER_SLOTS))
 
     def _take_one(self, carry: list[bytes]) -> bool:
         """``get``'s common call in one frame: the ready message at the head,
@@ -946,8 +952,8 @@ class QueueCore(Closable):
             raise
         if head < 0:
             return False
-        if sleepers and words[TAIL] - end <= ring >> 1:
-            wake(self._room_sem, min(sleepers, SLEEPER_SLOTS))  # (as in _take)
+        if sleepers:
+            self._wake_producers_at_half(sleepers, end)
         return True
 
     def _hold(self, limit: int, deadline: float | None) -> tuple[Any, ...] | None:
