@@ -22,22 +22,20 @@ Conventions every implementation keeps:
   object, and buffers are ``mmap.mmap`` objects.
 
 Bound calls (the hot path).  ``mutex_bind(mutex)`` returns ``(try_lock,
-unlock)`` and ``semaphore_bind(handle)`` returns ``(try_wait, post)``: four
-zero-argument callables made once when the object opens, whose call is a
-single C-level call where the OS allows (the foreign function with its
-handle pre-bound: ``functools.partial`` of a ctypes function, through a
-``ctypes.PyDLL`` where the call never blocks, keeping the GIL); a mutex's
-are called only after its ``mutex_intact`` callable said True (glibc's
-robust mutex: garbage in its kind aborts the process).  Each returns
-0 on success; anything else means "not done: call the general checked
-function" -- ``mutex_acquire(mutex, t)`` (which also reports a takeover from a
-dead owner that ``try_lock`` began: EOWNERDEAD), ``mutex_release(mutex)``
-(which raises the right error), ``semaphore_wait(handle, t)``/
-``semaphore_trywait(handle)``, ``semaphore_post(handle, 1)``.  The bound
-calls skip the general calls' bookkeeping, so a caller that uses them
-must not call ``mutex_close`` while it holds the mutex (the portable layer
-closes a Lock's resources only when no call and no holder uses them), and
-must not use them after ``*_close``.  Typical use::
+unlock)``: two zero-argument callables made once when the object opens,
+whose call is a single C-level call where the OS allows (the foreign
+function with its handle pre-bound: ``functools.partial`` of a ctypes
+function, through a ``ctypes.PyDLL`` where the call never blocks, keeping
+the GIL); they are called only after the mutex's ``mutex_intact`` callable
+said True (glibc's robust mutex: garbage in its kind aborts the process).
+Each returns 0 on success; anything else means "not done: call the general
+checked function" -- ``mutex_acquire(mutex, t)`` (which also reports a
+takeover from a dead owner that ``try_lock`` began: EOWNERDEAD), or
+``mutex_release(mutex)`` (which raises the right error).  The bound calls
+skip the general calls' bookkeeping, so a caller that uses them must not
+call ``mutex_close`` while it holds the mutex (the portable layer closes a
+Lock's resources only when no call and no holder uses them), and must not
+use them after ``mutex_close``.  Typical use::
 
     try_lock, unlock = _os.mutex_bind(m)
     if try_lock() != 0:
@@ -45,13 +43,25 @@ must not use them after ``*_close``.  Typical use::
     ...
     if unlock() != 0:
         _os.mutex_release(m)  # raises why
+
+``semaphore_bind(handle, os_name)`` returns ``(tries, posts)``: two endless
+iterators, each ``next`` one call from C (the stdlib's C semaphore object,
+``_semlock``), so that ``for took in tries: break`` stores the result with
+no signal handler run in between (``_signals``).  ``next(tries)`` is True
+when it took a permit; ``next(posts)`` is True when it posted one (and may
+raise where the general ``semaphore_post`` would fail).  False: not done,
+call the general function (``semaphore_trywait``, ``semaphore_wait``,
+``semaphore_post``).  Unlike the mutex's, they hold a reference of their own
+to the OS semaphore, released when they are collected: valid after
+``semaphore_close``, so the portable layer calls them without marking a
+call in flight.
 """
 
 from __future__ import annotations
 
 import mmap
 import sys
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from typing import TYPE_CHECKING, Callable, Final, Protocol, TypeVar, cast
 
 __all__ = [
@@ -240,8 +250,9 @@ class Backend(Protocol[_Seg, _Mutex, _Sem]):
         those before it stay posted)."""
         ...
 
-    def semaphore_bind(self, handle: _Sem) -> tuple[Callable[[], int], Callable[[], int]]:
-        """``(try_wait, post)``: see "Bound calls" above."""
+    def semaphore_bind(self, handle: _Sem, os_name: str) -> tuple[Iterator[bool], Iterator[bool]]:
+        """``(tries, posts)``: see "Bound calls" above.  Called while the
+        caller holds the segment lock (``os_name`` may be opened again)."""
         ...
 
     def semaphore_value(self, handle: _Sem) -> int | None: ...

@@ -21,11 +21,12 @@ import mmap
 import os
 import signal as _signal
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from ctypes import POINTER, byref, c_char_p, c_int, c_uint, c_void_p
 from functools import partial
 from typing import Callable
 
+from . import _semlock
 from ._backend import WAIT_SLICE
 from ._errors import CorruptedError
 from ._posix_ffi import (
@@ -48,7 +49,6 @@ from ._posix_ffi import (
     _poll,
     _pthread_pydll,
     _sem_lib,
-    _sem_pydll,
     _shm_lib,
     _timespec,
     _try_flock,
@@ -118,10 +118,6 @@ elif TIMED_WAIT_NATIVE:
     sem_timedwait = _declare(
         _sem_lib, "sem_timedwait", [c_void_p, POINTER(_timespec)], c_int, _check_wait
     )
-# The bound calls of semaphore_bind, without an errcheck (the caller reads
-# the result inline), through a PyDLL (neither call blocks: the GIL is kept).
-# int sem_trywait(sem_t *sem);
-_raw_sem_trywait = _declare(_sem_pydll, "sem_trywait", [c_void_p], c_int, None)
 # int pthread_sigmask(int how, const sigset_t *set, sigset_t *oset);
 # (the GIL kept: it never blocks; the result, an error number, read inline)
 _raw_sigmask = _declare(_pthread_pydll, "pthread_sigmask", [c_int, c_void_p, c_void_p], c_int, None)
@@ -130,8 +126,6 @@ _sigemptyset = _declare(_libc, "sigemptyset", [c_void_p], c_int, _check_minus1)
 # int sigaddset(sigset_t *set, int signo);
 _sigaddset = _declare(_libc, "sigaddset", [c_void_p, c_int], c_int, _check_minus1)
 _SIGSET_SIZE = 128  # glibc's and musl's sigset_t; macOS's is 4 bytes
-# int sem_post(sem_t *sem);
-_raw_sem_post = _declare(_sem_pydll, "sem_post", [c_void_p], c_int, None)
 if SEM_VALUE:
     # int sem_getvalue(sem_t *sem, int *sval);
     sem_getvalue = _declare(
@@ -383,9 +377,10 @@ def semaphore_post(handle: int, n: int) -> None:
         sem_post(handle)
 
 
-def semaphore_bind(handle: int) -> tuple[Callable[[], int], Callable[[], int]]:
-    ptr = c_void_p(handle)
-    return partial(_raw_sem_trywait, ptr), partial(_raw_sem_post, ptr)
+def semaphore_bind(handle: int, os_name: str) -> tuple[Iterator[bool], Iterator[bool]]:
+    # A SemLock of its own, by name: glibc and musl hand back the mapping
+    # this process has (one more reference), macOS a new descriptor.
+    return _semlock.bind(0, "/" + os_name, SEM_VALUE_MAX)
 
 
 # (sched_yield(2), through the os module: every POSIX system has it)

@@ -14,6 +14,10 @@ what it believes free.  The tools:
   anything changes, also marks the call in the object's in-flight list
   (``inflight += (call,)``), so that an ``except`` clause can tell whether
   this call still counts as in flight (``Core.leave_call``).
+* ``for took in tries: break`` with ``tries`` an endless iterator whose
+  ``next`` is one OS call from C (the Semaphore's bound calls, made once):
+  ``FOR_ITER`` stores the result with no check in between either, and
+  nothing is made per call.
 * ``calm()`` / ``uncalm()`` block the asynchronous signals around a few
   steps that must not be split (a repair, a queue block's bookkeeping), at
   about 0.5 µs a pair.

@@ -17,6 +17,7 @@ import sys
 if sys.platform != "win32":  # pragma: no cover - guarded by _backend
     raise ImportError(f"ctipc._windows is for win32, not {sys.platform}")
 
+import _winapi
 import ctypes
 import errno
 import math
@@ -24,7 +25,7 @@ import mmap
 import os
 import threading
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from ctypes import byref
 from ctypes.wintypes import (
     BOOL,
@@ -38,9 +39,9 @@ from ctypes.wintypes import (
     LPLONG,
     LPVOID,
 )
-from functools import partial
 from typing import Any, Callable
 
+from . import _semlock
 from ._backend import MUTEX_ACQUIRED, MUTEX_OWNER_DIED, MUTEX_TIMEOUT, WAIT_SLICE
 
 # --------------------------------------------------------------------------
@@ -177,14 +178,6 @@ CreateMutexW = _declare("CreateMutexW", [LPVOID, BOOL, LPCWSTR], HANDLE, _check_
 OpenMutexW = _declare("OpenMutexW", [DWORD, BOOL, LPCWSTR], HANDLE, _check_nonzero)
 # BOOL ReleaseMutex(HANDLE hMutex);  ERROR_NOT_OWNER if the caller does not own it
 ReleaseMutex = _declare("ReleaseMutex", [HANDLE], BOOL, _check_nonzero)
-# The bound semaphore try-wait of semaphore_bind, without an errcheck (the
-# caller reads WAIT_OBJECT_0 == 0 inline):
-# DWORD WaitForSingleObject(HANDLE hHandle, DWORD dwMilliseconds);
-# (from a second instance of the library: the first one's function object
-# has its errcheck)
-_raw_wait = ctypes.WinDLL("kernel32", use_last_error=True).WaitForSingleObject
-_raw_wait.argtypes = [HANDLE, DWORD]
-_raw_wait.restype = DWORD
 
 # HANDLE OpenProcess(DWORD dwDesiredAccess, BOOL bInheritHandle, DWORD dwProcessId);
 OpenProcess = _declare("OpenProcess", [DWORD, BOOL, DWORD], HANDLE, _check_nonzero)
@@ -420,12 +413,19 @@ def semaphore_value(handle: int) -> int | None:
     return None
 
 
-def semaphore_bind(handle: int) -> tuple[Callable[[], int], Callable[[], int]]:
-    def post() -> int:
-        semaphore_post(handle, 1)
-        return 0
-
-    return partial(_raw_wait, handle, 0), post
+def semaphore_bind(handle: int, os_name: str) -> tuple[Iterator[bool], Iterator[bool]]:
+    # The SemLock owns a duplicate of the handle (CloseHandle when it goes),
+    # which keeps the named semaphore alive: bound only where it goes with
+    # the last user, not at a collection some time after close().
+    if not _semlock.DROPPED_AT_ONCE:
+        return _semlock.NOT_BOUND
+    me = _winapi.GetCurrentProcess()
+    own = _winapi.DuplicateHandle(me, handle, me, 0, False, _winapi.DUPLICATE_SAME_ACCESS)
+    try:
+        return _semlock.bind(own, None, _SEM_MAX)
+    except BaseException:
+        CloseHandle(own)
+        raise
 
 
 # --------------------------------------------------------------------------

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import errno
-from typing import Callable
+from collections.abc import Iterator
 
 from . import _names
 from ._args import check_open_args, check_timeout
@@ -12,7 +12,7 @@ from ._backend import os_backend as _os
 from ._base import Acquirable
 from ._errors import CorruptedError
 from ._segment import Core, Kind, Resources, register_kind
-from ._signals import CALL, held, pending
+from ._signals import held, pending
 from ._wait import Spinner, wait
 
 __all__ = ["Semaphore"]
@@ -30,10 +30,13 @@ class _SemaphoreKind(Kind):
 
     def __init__(self, initial: int = 0) -> None:
         self.initial = initial
+        #: the bound calls, made under the segment lock (see _backend)
+        self.bound: tuple[Iterator[bool], Iterator[bool]] | None = None
 
     def on_create(self, core: Core) -> None:
         os_name = _names.sibling(core.os_name, "v")
         core.resources["sem"] = _os.semaphore_open(os_name, True, self.initial, core.mode)
+        self._bind(core, os_name)
 
     def on_attach(self, core: Core) -> None:
         os_name = _names.sibling(core.os_name, "v")
@@ -45,8 +48,17 @@ class _SemaphoreKind(Kind):
             ) from None
         except CorruptedError as e:
             raise CorruptedError(f"the OS semaphore of {core.name!r}: {e}", core.name) from None
+        self._bind(core, os_name)
+
+    def _bind(self, core: Core, os_name: str) -> None:
+        try:
+            self.bound = _os.semaphore_bind(core.resources["sem"], os_name)
+        except BaseException:
+            self.release(core.resources)
+            raise
 
     def release(self, resources: Resources) -> None:
+        self.bound = None
         handle = resources.pop("sem", None)
         if handle is not None:
             _os.semaphore_close(handle)
@@ -56,6 +68,8 @@ class _SemaphoreKind(Kind):
 
 
 register_kind(_SemaphoreKind())
+
+_NOTHING: Iterator[bool] = iter(())  # the bound calls of a closed Semaphore
 
 
 class Semaphore(Acquirable):
@@ -86,43 +100,47 @@ class Semaphore(Acquirable):
             raise TypeError(f"initial must be an int, not {type(initial).__name__}")
         if not 0 <= initial <= SEM_VALUE_MAX:
             raise ValueError(f"initial must be within 0..{SEM_VALUE_MAX}, got {initial}")
-        core = Core(_SemaphoreKind(initial), name)
+        kind = _SemaphoreKind(initial)
+        core = Core(kind, name)
         core.open(create, bool(persistent), mode, (initial, None))
         self._handle: SemaphoreHandle = core.resources["sem"]
-        try_wait, post = _os.semaphore_bind(self._handle)
-        self._try_wait: tuple[Callable[[], int]] = (try_wait,)
-        self._post: tuple[Callable[[], int]] = (post,)
+        assert kind.bound is not None
+        self._tries, self._posts = kind.bound
         self._spinner = Spinner()
         self._start(core)
+
+    # The common calls make one bound call (see _backend): ``for took in
+    # self._tries: break`` stores its result with no signal handler run in
+    # between (see _signals), so an ``except`` clause knows whether this
+    # call took or posted.  They mark nothing in flight: the bound calls
+    # hold their own reference to the OS semaphore.
 
     def acquire(self, blocking: bool = True, timeout: float | None = None) -> bool:
         """Take a permit, like ``threading.Semaphore.acquire``.  Returns False
         if none came before ``timeout`` seconds (or at once if not blocking).
         An acquire that raised (e.g. KeyboardInterrupt) took no permit."""
-        # Arguments are checked and the general wait built only when a first
-        # try fails: the common call finds a permit free.  The OS call and
-        # its record in ``taken`` cannot be split by a signal handler's
-        # exception (see _signals); ``call`` also marks this call in flight.
+        # Arguments are checked and the general wait built only when the
+        # first try fails: the common call finds a permit free.
         seconds = None if blocking is True and timeout is None else check_timeout(blocking, timeout)
-        call = map(CALL, self._try_wait)
-        give_back = map(CALL, self._post)  # made now: the repair below makes no call
-        taken: list[int] = []  # holds 0 once this call has a permit
-        inflight = self._inflight
-        inflight += (call,)
-        core = self._core
+        if self._core.closing:
+            self._check_open(first=True)
+        posts = self._posts  # (for the repair: a close may drop the attribute)
+        took = False
+        taken: list[int] | None = None  # the general call's record: 0 once it took one
         try:
-            if core is None or core.closed:
-                raise ValueError("Semaphore is closed")
-            taken += call
-            ok = taken[0] == 0 or self._acquire_slow(blocking, seconds, taken)
-            inflight.remove(call)  # (``leave``, inline on the hot path)
-            if not inflight and core.close_started:
-                core.finish()
-            return ok
+            for took in self._tries:  # noqa: B007 (read after it)
+                break
+            if took:
+                return True
+            taken = []
+            return self._acquire_slow(blocking, seconds, taken)
         except BaseException:
-            if 0 in taken:
-                taken += give_back  # what the caller never got
-            core.leave_call(call)
+            if took or taken:  # what the caller never got, given back
+                took = False
+                for took in posts:  # noqa: B007 (read after it)
+                    break
+                if not took:
+                    self._release_slow(1)
             raise
 
     def _acquire_slow(self, blocking: bool, seconds: float | None, taken: list[int]) -> bool:
@@ -140,7 +158,11 @@ class Semaphore(Acquirable):
                     taken.append(0)
             return ok
 
-        return wait(attempt, blocking, seconds, self._check_open, self._spinner)
+        self._enter()
+        try:
+            return wait(attempt, blocking, seconds, self._check_open, self._spinner)
+        finally:
+            self._leave()
 
     def release(self, n: int = 1) -> None:
         """Give back ``n`` permits (at most ``RELEASE_MAX``), waking up to ``n``
@@ -149,35 +171,44 @@ class Semaphore(Acquirable):
         post of n (POSIX): an interrupted one may have posted some."""
         if n.__class__ is not int or n != 1:  # (bool is not int here)
             self._check_count(n)
-        call = map(CALL, self._post)
-        take_back = map(CALL, self._try_wait)  # made now: the repair below makes no call
-        posted: list[int] = []
-        inflight = self._inflight
-        inflight += (call,)
-        core = self._core
+        if self._core.closing:
+            self._check_open(first=True)
+        tries = self._tries  # (for the repair: a close may drop the attribute)
+        posted = False
         try:
-            if core is None or core.closed:
-                raise ValueError("Semaphore is closed")
             if n == 1:
-                posted += call
-            if not posted or posted[0] != 0:
-                posted.append(1)  # (the general call's work: not undone)
-                _os.semaphore_post(self._handle, n)  # or raises why the bound post failed
-            inflight.remove(call)  # (``leave``, inline on the hot path)
-            if not inflight and core.close_started:
-                core.finish()
+                for posted in self._posts:  # noqa: B007 (read after it)
+                    break
+        except BaseException as e:
+            if posted:
+                # Interrupted after the post: taken back, as the caller sees
+                # a release that raised.
+                for posted in tries:  # noqa: B007 (read after it)
+                    break
+            elif isinstance(e, ValueError):  # the bound post's: at the maximum
+                raise ValueError(f"the semaphore's value would exceed {SEM_VALUE_MAX}") from None
+            raise
+        if not posted:
+            self._release_slow(n)
+
+    def _release_slow(self, n: int) -> None:
+        self._enter()
+        try:
+            _os.semaphore_post(self._handle, n)
         except OSError as e:
-            core.leave_call(call)
             if e.errno == errno.EOVERFLOW:
                 raise ValueError(f"the semaphore's value would exceed {SEM_VALUE_MAX}") from None
             raise
-        except BaseException:
-            if posted == [0]:
-                # Interrupted after the post: taken back, as the caller sees
-                # a release that raised.
-                posted += take_back
-            core.leave_call(call)
-            raise
+        finally:
+            self._leave()
+
+    def close(self) -> None:
+        """Close (idempotent); see :meth:`Closable.close`."""
+        super().close()
+        # The bound calls' own reference to the OS semaphore goes too (a
+        # call under way keeps it until it returns; a later one finds no
+        # bound call and raises in the general path).
+        self._tries = self._posts = _NOTHING
 
     def _check_count(self, n: object) -> None:
         if isinstance(n, bool) or not isinstance(n, int):

@@ -29,11 +29,13 @@ import mmap
 import os
 import threading
 import time
+import weakref
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any, Callable
 
 from ctipc._backend import MUTEX_ACQUIRED, MUTEX_OWNER_DIED, MUTEX_TIMEOUT, WAIT_SLICE
+from ctipc._semlock import DROPPED_AT_ONCE, NOT_BOUND
 
 if TYPE_CHECKING:
     from ctipc._backend import Backend
@@ -105,6 +107,10 @@ class _Semaphore:
         self.value = value
         self.handles = 0
         self.named = True
+
+
+class _Reference:
+    """What a bound semaphore's iterators keep alive (see semaphore_bind)."""
 
 
 class _MutexState:
@@ -391,10 +397,7 @@ class FakeBackend:
         with self._cond:
             sem = self._sem(handle)
             del self._sem_handles[handle]
-            sem.handles -= 1
-            if self.KERNEL_LIFETIME and sem.handles == 0 and sem.named:
-                sem.named = False
-                del self.semaphores[sem.os_name]
+        self._drop_reference(sem)
 
     def semaphore_unlink(self, os_name: str) -> bool:
         self._count("semaphore_unlink")
@@ -438,20 +441,43 @@ class FakeBackend:
         with self._cond:
             return self._sem(handle).value
 
-    def semaphore_bind(self, handle: int) -> tuple[Callable[[], int], Callable[[], int]]:
-        self._sem(handle)
+    def semaphore_bind(self, handle: int, os_name: str) -> tuple[Iterator[bool], Iterator[bool]]:
+        # Like the OS modules' SemLock: a reference of its own to the
+        # semaphore (counted as a handle), dropped when both iterators are
+        # collected, so the bound calls stay valid after semaphore_close.
+        sem = self._sem(handle)
+        if sem.os_name != os_name:
+            raise ContractError(f"semaphore_bind of {sem.os_name!r} by the name {os_name!r}")
+        if self.KERNEL_LIFETIME and not DROPPED_AT_ONCE:
+            return NOT_BOUND  # as the Windows backend
+        with self._cond:
+            sem.handles += 1
+        own = _Reference()
+        weakref.finalize(own, self._drop_reference, sem)
 
-        def try_wait() -> int:
-            return 0 if self.semaphore_trywait(handle) else 1
-
-        def post() -> int:
+        def take(_: object) -> bool:
             with self._cond:
-                if self._sem(handle).value >= SEM_MAX:
-                    return 1  # the general call raises
-            self.semaphore_post(handle, 1)
-            return 0
+                if sem.value > 0:
+                    sem.value -= 1
+                    return True
+                return False
 
-        return try_wait, post
+        def post(_: object) -> bool:
+            with self._cond:
+                if sem.value >= SEM_MAX:
+                    raise ValueError("semaphore or lock released too many times")
+                sem.value += 1
+                self._cond.notify_all()
+                return True
+
+        return map(take, itertools.repeat(own)), map(post, itertools.repeat(own))
+
+    def _drop_reference(self, sem: _Semaphore) -> None:
+        with self._cond:
+            sem.handles -= 1
+            if self.KERNEL_LIFETIME and sem.handles == 0 and sem.named:
+                sem.named = False
+                del self.semaphores[sem.os_name]
 
     # -- mutex ---------------------------------------------------------------------------
     def _mutex(self, m: object) -> FakeMutex:

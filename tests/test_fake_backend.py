@@ -96,6 +96,9 @@ def crash(fake: FakeBackend, obj: Any, pid: int) -> None:
     if isinstance(obj, ctipc.SharedMemory):
         obj._buf.release()
         obj._data.close()
+    if isinstance(obj, ctipc.Semaphore):  # the bound calls' own reference
+        obj._tries = obj._posts = iter(())
+        core.kind.bound = None
     for key, close in (("sem", fake.semaphore_close), ("mutex", fake.mutex_close)):
         handle = core.resources.pop(key, None)
         if handle is not None:

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import os
 import time
 
 import pytest
-from helpers import DEADLINE, Child, exists
+from helpers import DEADLINE, Child, exists, semaphore_path
 
 import ctipc
+from ctipc._semlock import DROPPED_AT_ONCE, NOT_BOUND
 from ctipc.semaphore import RELEASE_MAX, SEM_VALUE_MAX
 
 needs_value = pytest.mark.skipif(
@@ -388,6 +390,50 @@ def test_use_after_close_raises_value_error(name: str, use) -> None:
     sem.close()
     with pytest.raises(ValueError):
         use(sem)
+
+
+@pytest.mark.skipif(not os.path.exists("/proc/self/maps"), reason="no /proc/self/maps here")
+@pytest.mark.skipif(
+    not DROPPED_AT_ONCE, reason="this interpreter frees the bound calls' reference at a collection"
+)
+def test_close_unmaps_the_os_semaphore(name: str) -> None:
+    """The bound calls' own reference to the OS semaphore goes with close()
+    (also for an object that stays referenced), as the general handle does."""
+    sem = ctipc.Semaphore(name)
+    # (by inode: the creator's mapping is of the file glibc made and renamed)
+    inode = str(os.stat(semaphore_path(name)).st_ino)
+
+    def mapped() -> bool:
+        with open("/proc/self/maps") as maps:
+            return any(line.split()[4] == inode for line in maps if len(line.split()) > 5)
+
+    try:
+        assert sem.acquire(blocking=False)
+        sem.release()
+        assert mapped()
+    finally:
+        sem.close()
+    assert not mapped()
+
+
+@pytest.mark.parametrize("initial", [0, 1])
+def test_the_general_calls_alone_keep_every_promise(name: str, initial: int) -> None:
+    """Where nothing binds (an interpreter without the stdlib's C semaphore),
+    every call takes the general path: white box, with the binding gone."""
+    sem = ctipc.Semaphore(name, initial=initial)
+    sem._tries, sem._posts = NOT_BOUND
+    try:
+        assert sem.acquire(blocking=False) is bool(initial)
+        assert sem.acquire(timeout=0.01) is False
+        sem.release()
+        assert sem.acquire(timeout=DEADLINE)
+        sem.release(2)
+        assert sem.acquire(blocking=False) and sem.acquire(blocking=False)
+        assert sem.acquire(blocking=False) is False
+    finally:
+        sem.close()
+    with pytest.raises(ValueError):
+        sem.release()
 
 
 def test_name_and_repr(name: str) -> None:
