@@ -8,16 +8,15 @@ changes OS state (takes a permit or the mutex, gives one back) must never be
 interrupted between the change and the record of it, or a live thread holds
 what it believes free.  The tools:
 
-* ``results += call`` with ``call = map(CALL, (bound,))`` runs a bound
-  zero-argument OS call from C and stores its result with no such check in
-  between (an in-place add is no call).  The ``map`` object, made before
-  anything changes, also marks the call in the object's in-flight list
-  (``inflight += (call,)``), so that an ``except`` clause can tell whether
-  this call still counts as in flight (``Core.leave_call``).
-* ``for took in tries: break`` with ``tries`` an endless iterator whose
-  ``next`` is one OS call from C (the Semaphore's bound calls, made once):
-  ``FOR_ITER`` stores the result with no check in between either, and
-  nothing is made per call.
+* ``for rc in calls: break``, with ``calls`` an endless iterator made once
+  whose every ``next`` is one bound OS call from C (``starmap`` of a ctypes
+  function with its handle pre-bound, or a SemLock method): ``FOR_ITER``
+  stores the result in a local with no such check in between, so the
+  ``except`` clause of the same frame reads what the call did.  Before the
+  call, the object's in-flight list gets a mark of the call's own
+  (``inflight += (mark,)``, no call either), so that an ``except`` clause
+  can tell whether this call still counts as in flight
+  (``Core.leave_call``).
 * ``calm()`` / ``uncalm()`` block the asynchronous signals around a few
   steps that must not be split (a repair, a queue block's bookkeeping), at
   about 0.5 µs a pair.
@@ -39,14 +38,11 @@ import signal
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
-from operator import methodcaller
 from typing import Any, Callable
 
 from ._backend import os_backend as _os
 
-__all__ = ["CALL", "CALMED", "calm", "held", "pending", "uncalm"]
-
-CALL = methodcaller("__call__")
+__all__ = ["CALMED", "calm", "held", "pending", "uncalm"]
 
 _sigpending: Callable[[], Any] | None = getattr(signal, "sigpending", None)
 # The asynchronous signals, which a Python handler may turn into an exception

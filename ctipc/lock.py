@@ -7,7 +7,8 @@ import mmap
 import os
 import threading
 import weakref
-from typing import Callable
+from collections.abc import Iterator
+from itertools import repeat, starmap
 
 from ._args import check_open_args, check_timeout
 from ._backend import MUTEX_OWNER_DIED, MUTEX_TIMEOUT, Segment
@@ -15,7 +16,7 @@ from ._backend import os_backend as _os
 from ._base import Acquirable, mutex_error
 from ._header import HEADER_SIZE
 from ._segment import Core, Kind, Resources, register_kind
-from ._signals import CALL, held, pending
+from ._signals import held, pending
 from ._wait import Spinner, wait
 
 __all__ = ["Lock"]
@@ -109,8 +110,11 @@ class Lock(Acquirable):
             core.close()
             raise
         self._intact = _os.mutex_intact(self._mutex)  # asked before each bound try
-        self._try_lock: tuple[Callable[[], int]] = (try_lock,)
-        self._unlock: tuple[Callable[[], int]] = (unlock,)
+        # The bound calls as endless iterators, made once: ``for rc in
+        # self._tries: break`` makes one and stores its result with no
+        # signal handler run in between (see _signals).
+        self._tries: Iterator[int] = starmap(try_lock, repeat(()))
+        self._unlocks: Iterator[int] = starmap(unlock, repeat(()))
         # The mutex's holder-only bytes, taken at each acquire and compared
         # before the release: garbage written meanwhile is CorruptedError,
         # never a crash in the OS release (docs/locks.md).
@@ -143,49 +147,50 @@ class Lock(Acquirable):
         )
         me = _get_ident()
         had = self._holder == me  # (then this acquire blocks, as threading's)
-        call = map(CALL, self._try_lock)
-        give_back = map(CALL, self._unlock)  # made now: the repair below makes no call
-        # [0]: the bound try took it; [rc, MUTEX_*]: the wait did
-        got: list[int] = []
+        unlocks = self._unlocks  # (for the repair below, which makes no other call)
+        rc = -1  # the bound try's result: 0 once it took the mutex
+        got: list[int] | None = None  # the wait's record: [rc, MUTEX_*] once it took it
         # Past the closed check: only then are the mutex's words mapped for
         # the repair below (a close that finished before this call's mark
         # has unmapped them; one that begins after it waits for the call).
         opened = False
+        mark = object()  # this call's own, in flight
         inflight = self._inflight
-        inflight += (call,)
+        inflight += (mark,)
         core = self._core
         try:
             if core is None or core.closed:
                 raise ValueError("Lock is closed")
             opened = True
-            if self._intact():
-                got += call
-            else:
-                got.append(-1)  # not tried: the general call says why (or repairs)
-            if got[0] == 0:
+            if self._intact():  # (else not tried: the general call says why, or repairs)
+                for rc in self._tries:  # noqa: B007 (read after it)
+                    break
+            if rc == 0:
                 self.owner_died = False
-            elif not self._acquire_slow(blocking, seconds, got):
-                core.leave_call(call)
-                return False
             else:
+                got = [rc]
+                if not self._acquire_slow(blocking, seconds, got):
+                    core.leave_call(mark)
+                    return False
                 self.owner_died = got[-1] == MUTEX_OWNER_DIED
             self._snap = self._words_now()
             self._holder = me
-            self._held = call  # stays in flight while held
+            self._held = mark  # stays in flight while held
             return True
         except BaseException as e:
             if opened and not had:
                 # Taken by this call, whose caller sees it raise: given back.
                 # (Not taken: another thread may hold it, and stays the holder.)
-                if got == [0] or len(got) > 1:
+                if rc == 0 or (got is not None and len(got) > 1):
                     self._holder = None
-                    got += give_back
+                    for rc in unlocks:  # noqa: B007
+                        break
                 elif _os.mutex_held(self._mutex):
                     # (a takeover the try began, or a bound try interrupted
                     # after it took the mutex)
                     self._holder = None
                     _os.mutex_release(self._mutex)
-            core.leave_call(call)
+            core.leave_call(mark)
             if isinstance(e, OSError):
                 raise mutex_error(e, self.name) from None
             raise
@@ -218,19 +223,19 @@ class Lock(Acquirable):
         if self._holder != me:
             self._check_open(first=True)  # a closed Lock: ValueError, like every other call
             raise RuntimeError("release of a ctipc.Lock this thread does not hold")
-        call = map(CALL, self._unlock)
-        done: list[int] = []
+        done: int | None = None  # the OS release's result, once made
         held_call, core, snap = self._held, self._core, self._snap
         # Cleared before the OS release: once that returns, another thread
         # may already hold the lock and have set itself as holder.
         self._holder = None
         try:
             if self._words_now() == snap:
-                done += call
+                for done in self._unlocks:  # noqa: B007 (read after it)
+                    break
             else:  # garbage written into it (raises), or links moved by others
                 _os.mutex_release(self._mutex, snap)
-                done.append(0)
-            if done[0] != 0:
+                done = 0
+            if done != 0:
                 _os.mutex_release(self._mutex)  # raises why, or finishes a close
             inflight = self._inflight
             inflight.remove(held_call)  # (``leave``, inline on the hot path)
@@ -249,8 +254,9 @@ class Lock(Acquirable):
             # Interrupted before the OS release: it is completed.
             # (No call between the test and the release: the compare with
             # the snapshot is not made again here, docs/locks.md.)
-            if not done:
-                done += call
+            if done is None:
+                for done in self._unlocks:  # noqa: B007
+                    break
             core.leave_call(held_call)
             raise
 

@@ -72,6 +72,10 @@ register_kind(_SemaphoreKind())
 _NOTHING: Iterator[bool] = iter(())  # the bound calls of a closed Semaphore
 
 
+def _past_the_maximum() -> ValueError:
+    return ValueError(f"the semaphore's value would exceed {SEM_VALUE_MAX}")
+
+
 class Semaphore(Acquirable):
     """A counting semaphore that any process can open by name.
 
@@ -185,8 +189,10 @@ class Semaphore(Acquirable):
                 # a release that raised.
                 for posted in tries:  # noqa: B007 (read after it)
                     break
-            elif isinstance(e, ValueError):  # the bound post's: at the maximum
-                raise ValueError(f"the semaphore's value would exceed {SEM_VALUE_MAX}") from None
+            elif isinstance(e, ValueError) or (
+                isinstance(e, OSError) and e.errno == errno.EOVERFLOW
+            ):  # the bound post's: at the maximum
+                raise _past_the_maximum() from None
             raise
         if not posted:
             self._release_slow(n)
@@ -197,7 +203,7 @@ class Semaphore(Acquirable):
             _os.semaphore_post(self._handle, n)
         except OSError as e:
             if e.errno == errno.EOVERFLOW:
-                raise ValueError(f"the semaphore's value would exceed {SEM_VALUE_MAX}") from None
+                raise _past_the_maximum() from None
             raise
         finally:
             self._leave()
@@ -221,7 +227,7 @@ class Semaphore(Acquirable):
         # with other processes can still stop it half-way).
         value = self.value
         if value is not None and value + n > SEM_VALUE_MAX:
-            raise ValueError(f"the semaphore's value would exceed {SEM_VALUE_MAX}")
+            raise _past_the_maximum()
 
     @property
     def value(self) -> int | None:
