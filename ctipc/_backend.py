@@ -44,17 +44,18 @@ use them after ``mutex_close``.  Typical use::
     if unlock() != 0:
         _os.mutex_release(m)  # raises why
 
-``semaphore_bind(handle, os_name)`` returns ``(tries, posts)``: two endless
-iterators, each ``next`` one call from C (the stdlib's C semaphore object,
-``_semlock``), so that ``for took in tries: break`` stores the result with
-no signal handler run in between (``_signals``).  ``next(tries)`` is True
-when it took a permit; ``next(posts)`` is True when it posted one (and may
-raise where the general ``semaphore_post`` would fail).  False: not done,
-call the general function (``semaphore_trywait``, ``semaphore_wait``,
-``semaphore_post``).  Unlike the mutex's, they hold a reference of their own
-to the OS semaphore, released when they are collected: valid after
-``semaphore_close``, so the portable layer calls them without marking a
-call in flight.
+``semaphore_bind(handle, os_name)`` returns ``(tries, posts, drop)``: two
+endless iterators, each ``next`` one call from C where the interpreter
+allows (the stdlib's C semaphore object, ``_semlock``), so that ``for took
+in tries: break`` stores the result with no signal handler run in between
+(``_signals``).  ``next(tries)`` is True when it took a permit;
+``next(posts)`` is True when it posted one (and may raise where the general
+``semaphore_post`` would fail).  False: not done, call the general function
+(``semaphore_trywait``, ``semaphore_wait``, ``semaphore_post``).  Unlike the
+mutex's, they hold a reference of their own to the OS semaphore, valid
+after ``semaphore_close``, so the portable layer calls them without marking
+a call in flight; ``drop()`` gives it up at once where collection would
+not (after it the iterators say False), else it goes with the iterators.
 """
 
 from __future__ import annotations
@@ -250,7 +251,9 @@ class Backend(Protocol[_Seg, _Mutex, _Sem]):
         those before it stay posted)."""
         ...
 
-    def semaphore_bind(self, handle: _Sem, os_name: str) -> tuple[Iterator[bool], Iterator[bool]]:
+    def semaphore_bind(
+        self, handle: _Sem, os_name: str
+    ) -> tuple[Iterator[bool], Iterator[bool], Callable[[], None]]:
         """``(tries, posts)``: see "Bound calls" above.  Called while the
         caller holds the segment lock (``os_name`` may be opened again)."""
         ...

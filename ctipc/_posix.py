@@ -20,8 +20,9 @@ import fcntl
 import mmap
 import os
 import signal as _signal
+import threading
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from ctypes import POINTER, byref, c_char_p, c_int, c_uint, c_void_p
 from functools import partial
 from typing import Callable
@@ -49,6 +50,7 @@ from ._posix_ffi import (
     _poll,
     _pthread_pydll,
     _sem_lib,
+    _sem_pydll,
     _shm_lib,
     _timespec,
     _try_flock,
@@ -118,6 +120,13 @@ elif TIMED_WAIT_NATIVE:
     sem_timedwait = _declare(
         _sem_lib, "sem_timedwait", [c_void_p, POINTER(_timespec)], c_int, _check_wait
     )
+# The bound calls of semaphore_bind where no SemLock is used, without an
+# errcheck (the caller reads the result inline), through a PyDLL (neither
+# call blocks: the GIL is kept).
+# int sem_trywait(sem_t *sem);
+_raw_sem_trywait = _declare(_sem_pydll, "sem_trywait", [c_void_p], c_int, None)
+# int sem_post(sem_t *sem);
+_raw_sem_post = _declare(_sem_pydll, "sem_post", [c_void_p], c_int, None)
 # int pthread_sigmask(int how, const sigset_t *set, sigset_t *oset);
 # (the GIL kept: it never blocks; the result, an error number, read inline)
 _raw_sigmask = _declare(_pthread_pydll, "pthread_sigmask", [c_int, c_void_p, c_void_p], c_int, None)
@@ -377,10 +386,48 @@ def semaphore_post(handle: int, n: int) -> None:
         sem_post(handle)
 
 
-def semaphore_bind(handle: int, os_name: str) -> tuple[Iterator[bool], Iterator[bool]]:
-    # A SemLock of its own, by name: glibc and musl hand back the mapping
+def semaphore_bind(handle: int, os_name: str) -> _semlock.Binding:
+    # A reference of its own, by name: glibc and musl hand back the mapping
     # this process has (one more reference), macOS a new descriptor.
-    return _semlock.bind(0, "/" + os_name, SEM_VALUE_MAX)
+    if _semlock.DROPPED_AT_ONCE:
+        return _semlock.bind(0, "/" + os_name, SEM_VALUE_MAX)
+    # Where a SemLock would close only at a later collection (PyPy), its
+    # mappings would pile up: the reference is ctypes' here, closed by
+    # ``drop``, under a lock that every bound call takes too.
+    own = _OwnReference(sem_open(_os_bytes(os_name), 0))
+    return _Guarded(own, _raw_sem_trywait), _Guarded(own, _raw_sem_post), own.drop
+
+
+class _OwnReference:
+    __slots__ = ("guard", "ptr")
+
+    def __init__(self, ptr: int) -> None:
+        self.guard = threading.Lock()
+        self.ptr: int | None = ptr
+
+    def drop(self) -> None:
+        with self.guard:
+            ptr, self.ptr = self.ptr, None
+        if ptr is not None:
+            sem_close(ptr)
+
+
+class _Guarded:
+    """One of a semaphore's bound calls on an ``_OwnReference``: True when
+    it took or posted, False when it did not or the reference is dropped."""
+
+    __slots__ = ("call", "own")
+
+    def __init__(self, own: _OwnReference, call: Callable[[int], int]) -> None:
+        self.own, self.call = own, call
+
+    def __iter__(self) -> _Guarded:
+        return self
+
+    def __next__(self) -> bool:
+        own = self.own
+        with own.guard:
+            return own.ptr is not None and self.call(own.ptr) == 0
 
 
 # (sched_yield(2), through the os module: every POSIX system has it)

@@ -45,6 +45,7 @@ _pthread_lib = _library_with("pthread_mutex_init", "pthread")
 # block (PyPy has no PyDLL: a private CDLL there)
 _PyDLL = getattr(ctypes, "PyDLL", ctypes.CDLL)
 _pthread_pydll = _PyDLL(_pthread_lib._name, use_errno=True)
+_sem_pydll = _PyDLL(_sem_lib._name, use_errno=True)
 
 # --------------------------------------------------------------------------
 # Quirks, settled here once.

@@ -1,6 +1,7 @@
 """A semaphore's bound calls (``semaphore_bind``) through the C semaphore
-object of the standard library, ``_multiprocessing.SemLock`` (CPython and
-PyPy, POSIX and Windows), for the OS modules.
+object of the standard library, ``_multiprocessing.SemLock`` (POSIX and
+Windows), for the OS modules, where the interpreter closes it with its last
+user (``DROPPED_AT_ONCE``: CPython).
 
 Why it, and not ctypes: its ``acquire(False)`` and ``release()`` are each
 one C call on the OS semaphore with nothing converted, some 40 ns here where
@@ -23,9 +24,9 @@ import sys
 from collections.abc import Iterator
 from itertools import repeat, starmap
 from operator import not_
-from typing import Any
+from typing import Any, Callable
 
-__all__ = ["DROPPED_AT_ONCE", "NOT_BOUND", "bind"]
+__all__ = ["DROPPED_AT_ONCE", "NOT_BOUND", "Binding", "bind"]
 
 try:
     _SemLock: Any = importlib.import_module("_multiprocessing").SemLock
@@ -36,24 +37,33 @@ except (ImportError, AttributeError):  # an interpreter built without it
 _SEMAPHORE = 1  # SemLock's kind for a counting semaphore (multiprocessing.synchronize)
 
 #: Whether a SemLock's reference goes the moment its last user lets go of
-#: it (CPython's reference counts), not at a later collection (PyPy).  Where
-#: a handle keeps a named object alive (Windows), only then may it be bound.
+#: it (CPython's reference counts), not at a later collection (PyPy, where
+#: closed Semaphores would keep their mappings or handles until then).
 DROPPED_AT_ONCE = sys.implementation.name == "cpython"
+
+Binding = tuple[Iterator[bool], Iterator[bool], Callable[[], None]]
+
+
+def _nothing_to_drop() -> None:
+    pass  # (a SemLock's reference goes with its last user)
+
 
 #: What ``semaphore_bind`` returns where nothing binds: every call takes the
 #: general path (a try that never takes, a post that never posts).
-NOT_BOUND: tuple[Iterator[bool], Iterator[bool]] = (repeat(False), repeat(False))
+NOT_BOUND: Binding = (repeat(False), repeat(False), _nothing_to_drop)
 
 
-def bind(handle: int, os_name: str | None, maxvalue: int) -> tuple[Iterator[bool], Iterator[bool]]:
-    """``(tries, posts)`` on a SemLock of the semaphore: ``os_name`` (POSIX:
+def bind(handle: int, os_name: str | None, maxvalue: int) -> Binding:
+    """``(tries, posts, drop)`` on a SemLock of the semaphore: ``os_name`` (POSIX:
     opened again by that name, which the caller must hold the segment lock
     for, so that the name still leads to the same semaphore), or ``handle``
     (Windows: a duplicate, which the SemLock owns).  ``next(tries)`` is True
     when it took a permit; ``next(posts)`` is True when it posted one, and
     raises ValueError where the value is at ``maxvalue`` (OSError for any
-    other failure).  Without SemLock: ``NOT_BOUND``."""
+    other failure); ``drop`` does nothing (the reference goes with the last
+    user of the iterators).  Without SemLock: ``NOT_BOUND``."""
     if _SemLock is None:
         return NOT_BOUND
     lock = _SemLock._rebuild(handle, _SEMAPHORE, maxvalue, os_name)
-    return map(lock.acquire, repeat(False)), map(not_, starmap(lock.release, repeat(())))
+    tries = map(lock.acquire, repeat(False))
+    return tries, map(not_, starmap(lock.release, repeat(()))), _nothing_to_drop

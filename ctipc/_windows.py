@@ -25,7 +25,7 @@ import mmap
 import os
 import threading
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from ctypes import byref
 from ctypes.wintypes import (
     BOOL,
@@ -413,7 +413,7 @@ def semaphore_value(handle: int) -> int | None:
     return None
 
 
-def semaphore_bind(handle: int, os_name: str) -> tuple[Iterator[bool], Iterator[bool]]:
+def semaphore_bind(handle: int, os_name: str) -> _semlock.Binding:
     # The SemLock owns a duplicate of the handle (CloseHandle when it goes),
     # which keeps the named semaphore alive: bound only where it goes with
     # the last user, not at a collection some time after close().

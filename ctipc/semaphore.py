@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import errno
 from collections.abc import Iterator
+from typing import Callable
 
 from . import _names
 from ._args import check_open_args, check_timeout
@@ -30,8 +31,8 @@ class _SemaphoreKind(Kind):
 
     def __init__(self, initial: int = 0) -> None:
         self.initial = initial
-        #: the bound calls, made under the segment lock (see _backend)
-        self.bound: tuple[Iterator[bool], Iterator[bool]] | None = None
+        #: the bound calls and their drop, made under the segment lock (see _backend)
+        self.bound: tuple[Iterator[bool], Iterator[bool], Callable[[], None]] | None = None
 
     def on_create(self, core: Core) -> None:
         os_name = _names.sibling(core.os_name, "v")
@@ -58,7 +59,9 @@ class _SemaphoreKind(Kind):
             raise
 
     def release(self, resources: Resources) -> None:
-        self.bound = None
+        bound, self.bound = self.bound, None
+        if bound is not None:
+            bound[2]()
         handle = resources.pop("sem", None)
         if handle is not None:
             _os.semaphore_close(handle)
@@ -109,7 +112,7 @@ class Semaphore(Acquirable):
         core.open(create, bool(persistent), mode, (initial, None))
         self._handle: SemaphoreHandle = core.resources["sem"]
         assert kind.bound is not None
-        self._tries, self._posts = kind.bound
+        self._tries, self._posts, _ = kind.bound
         self._spinner = Spinner()
         self._start(core)
 

@@ -29,13 +29,11 @@ import mmap
 import os
 import threading
 import time
-import weakref
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any, Callable
 
 from ctipc._backend import MUTEX_ACQUIRED, MUTEX_OWNER_DIED, MUTEX_TIMEOUT, WAIT_SLICE
-from ctipc._semlock import DROPPED_AT_ONCE, NOT_BOUND
 
 if TYPE_CHECKING:
     from ctipc._backend import Backend
@@ -107,10 +105,6 @@ class _Semaphore:
         self.value = value
         self.handles = 0
         self.named = True
-
-
-class _Reference:
-    """What a bound semaphore's iterators keep alive (see semaphore_bind)."""
 
 
 class _MutexState:
@@ -441,36 +435,43 @@ class FakeBackend:
         with self._cond:
             return self._sem(handle).value
 
-    def semaphore_bind(self, handle: int, os_name: str) -> tuple[Iterator[bool], Iterator[bool]]:
-        # Like the OS modules' SemLock: a reference of its own to the
-        # semaphore (counted as a handle), dropped when both iterators are
-        # collected, so the bound calls stay valid after semaphore_close.
+    def semaphore_bind(
+        self, handle: int, os_name: str
+    ) -> tuple[Iterator[bool], Iterator[bool], Callable[[], None]]:
+        # Like the OS modules': a reference of its own to the semaphore
+        # (counted as a handle), so the bound calls stay valid after
+        # semaphore_close, until ``drop`` (after which they say False).
         sem = self._sem(handle)
         if sem.os_name != os_name:
             raise ContractError(f"semaphore_bind of {sem.os_name!r} by the name {os_name!r}")
-        if self.KERNEL_LIFETIME and not DROPPED_AT_ONCE:
-            return NOT_BOUND  # as the Windows backend
         with self._cond:
             sem.handles += 1
-        own = _Reference()
-        weakref.finalize(own, self._drop_reference, sem)
+        own = [sem]  # emptied by drop
 
         def take(_: object) -> bool:
             with self._cond:
-                if sem.value > 0:
+                if own and sem.value > 0:
                     sem.value -= 1
                     return True
                 return False
 
         def post(_: object) -> bool:
             with self._cond:
+                if not own:
+                    return False
                 if sem.value >= SEM_MAX:
                     raise ValueError("semaphore or lock released too many times")
                 sem.value += 1
                 self._cond.notify_all()
                 return True
 
-        return map(take, itertools.repeat(own)), map(post, itertools.repeat(own))
+        def drop() -> None:
+            with self._cond:
+                if own:
+                    own.clear()
+                    self._drop_reference(sem)
+
+        return map(take, itertools.repeat(None)), map(post, itertools.repeat(None)), drop
 
     def _drop_reference(self, sem: _Semaphore) -> None:
         with self._cond:

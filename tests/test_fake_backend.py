@@ -96,9 +96,8 @@ def crash(fake: FakeBackend, obj: Any, pid: int) -> None:
     if isinstance(obj, ctipc.SharedMemory):
         obj._buf.release()
         obj._data.close()
-    if isinstance(obj, ctipc.Semaphore):  # the bound calls' own reference
-        obj._tries = obj._posts = iter(())
-        core.kind.bound = None
+    if isinstance(obj, ctipc.Semaphore):  # with the bound calls' own reference
+        core.kind.release(core.resources)
     for key, close in (("sem", fake.semaphore_close), ("mutex", fake.mutex_close)):
         handle = core.resources.pop(key, None)
         if handle is not None:
