@@ -254,8 +254,8 @@ class Backend(Protocol[_Seg, _Mutex, _Sem]):
     def semaphore_bind(
         self, handle: _Sem, os_name: str
     ) -> tuple[Iterator[bool], Iterator[bool], Callable[[], None]]:
-        """``(tries, posts)``: see "Bound calls" above.  Called while the
-        caller holds the segment lock (``os_name`` may be opened again)."""
+        """``(tries, posts, drop)``: see "Bound calls" above.  Called while
+        the caller holds the segment lock (``os_name`` may be opened again)."""
         ...
 
     def semaphore_value(self, handle: _Sem) -> int | None: ...

@@ -147,7 +147,6 @@ class Lock(Acquirable):
         )
         me = _get_ident()
         had = self._holder == me  # (then this acquire blocks, as threading's)
-        unlocks = self._unlocks  # (for the repair below, which makes no other call)
         rc = -1  # the bound try's result: 0 once it took the mutex
         got: list[int] | None = None  # the wait's record: [rc, MUTEX_*] once it took it
         # Past the closed check: only then are the mutex's words mapped for
@@ -183,7 +182,7 @@ class Lock(Acquirable):
                 # (Not taken: another thread may hold it, and stays the holder.)
                 if rc == 0 or (got is not None and len(got) > 1):
                     self._holder = None
-                    for rc in unlocks:  # noqa: B007
+                    for rc in self._unlocks:  # noqa: B007 (made once: the repair makes no call)
                         break
                 elif _os.mutex_held(self._mutex):
                     # (a takeover the try began, or a bound try interrupted

@@ -406,7 +406,10 @@ class FakeBackend:
 
     def semaphore_trywait(self, handle: int) -> bool:
         with self._cond:
-            sem = self._sem(handle)
+            return self._take_permit(self._sem(handle))
+
+    def _take_permit(self, sem: _Semaphore) -> bool:
+        with self._cond:
             if sem.value > 0:
                 sem.value -= 1
                 return True
@@ -450,10 +453,7 @@ class FakeBackend:
 
         def take(_: object) -> bool:
             with self._cond:
-                if own and sem.value > 0:
-                    sem.value -= 1
-                    return True
-                return False
+                return bool(own) and self._take_permit(sem)
 
         def post(_: object) -> bool:
             with self._cond:

@@ -402,7 +402,7 @@ def test_close_unmaps_the_os_semaphore(name: str) -> None:
 
     def mapped() -> bool:
         with open("/proc/self/maps") as maps:
-            return any(line.split()[4] == inode for line in maps if len(line.split()) > 5)
+            return any(len(f) > 5 and f[4] == inode for f in map(str.split, maps))
 
     try:
         assert sem.acquire(blocking=False)
