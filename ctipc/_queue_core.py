@@ -1055,16 +1055,22 @@ class QueueCore(Closable):
         in its slot of HOLDERS (kept, with a count of 0, while the process
         lives); the slot, or -1 if every slot is another live process's."""
         pid, token, ns = this_process()
+        # The slot this process had last, as a block's every begin finds it
+        # (_find_slot's first look, inline: once per block).
+        i = self._holder_slot
+        spid, count, stoken, sns, _ = SLOT.unpack_from(self._mm, HOLDERS + i * SLOT.size)
+        if not (spid == pid and stoken == token and sns == ns):
 
-        def reusable(entry: _Slot) -> bool:
-            # free, or a dead process's that holds no record any more
-            spid, count, stoken, sns, _ = entry
-            return spid == 0 or (not count and sns == ns and not process_alive(spid, stoken))
+            def reusable(entry: _Slot) -> bool:
+                # free, or a dead process's that holds no record any more
+                spid, count, stoken, sns, _ = entry
+                return spid == 0 or (not count and sns == ns and not process_alive(spid, stoken))
 
-        i, count, _ = self._find_slot(HOLDERS, HOLDER_SLOTS, self._holder_slot, reusable)
-        if i >= 0:
-            SLOT.pack_into(self._mm, HOLDERS + i * SLOT.size, pid, count + 1, token, ns, 0)
+            i, count, _ = self._find_slot(HOLDERS, HOLDER_SLOTS, i, reusable)
+            if i < 0:
+                return i
             self._holder_slot = i
+        SLOT.pack_into(self._mm, HOLDERS + i * SLOT.size, pid, count + 1, token, ns, 0)
         return i
 
     def _release_holder(self, slot: int, mine: bool = True) -> None:
@@ -1144,16 +1150,20 @@ class QueueCore(Closable):
             states[i] = TAKEN
             if not reserve:
                 words[GETS] = (words[GETS] + 1) & U64_MASK
-            room = self._pass_taken(end)
+            room = self._pass_taken(end, at)
         self._release_holder(slot)
         return ready, room
 
-    def _pass_taken(self, end: int) -> bool:
+    def _pass_taken(self, end: int, taken: int = -1) -> bool:
         """Under the get mutex: move the head past the records at it that
         were taken, up to ``end`` or the tail this process has seen (read
-        under the put mutex, where stores are not ordered); True if it moved."""
+        under the put mutex, where stores are not ordered); True if it moved.
+        ``taken``: the position of a record just taken, which ends at ``end``
+        (the common case: it is the one at the head, and is passed unread)."""
         words, record = self._w, self._record
         head = start = words[HEAD]
+        if head == taken:
+            head = end
         tail = max(end, words[TAIL] if self._ordered else self._tail_seen)
         while head < tail:
             _, _, state, _, after = record(head, tail)
@@ -1394,7 +1404,10 @@ class QueueCore(Closable):
         if key not in self._open_blocks or self._core is None:
             return False, False
         try:
-            if not self._lock(self._try_get, self._get_mutex, patience_deadline(), _anyway):
+            # (_lock inline, the clock read only once the try failed: once per block)
+            if not (self._get_intact() and self._try_get() == 0) and not self._lock_slow(
+                self._get_mutex, patience_deadline(), _anyway
+            ):
                 return False, False
             entry = self._open_blocks.pop(key, None)
             outcome = (False, False) if entry is None else self._resolve(entry[0], commit)

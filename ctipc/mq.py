@@ -8,7 +8,7 @@ docs/FORMAT.md the layout.
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Iterable
-from typing import Any, Callable
+from typing import Any, Callable, TypeVar
 
 from . import aio
 from ._errors import Full, waited
@@ -224,6 +224,9 @@ class MessageQueue(QueueCore):
         await aio.aput(self, data)
 
 
+_B = TypeVar("_B", bound="_Block")
+
+
 class _Block:
     """What Received and Reservation share: the ``with`` protocol around
     ``MessageQueue._txn_begin`` / ``_txn_end``.  After the block ``data`` is
@@ -240,7 +243,7 @@ class _Block:
         self._inside = False
         self.data = memoryview(b"")
 
-    def __enter__(self) -> Any:
+    def __enter__(self: _B) -> _B:
         if self._state is not None:
             raise RuntimeError(f"this {type(self).__name__} was already used")
         self._state = ()  # used, even if entering fails
@@ -292,10 +295,6 @@ class Received(_Block):
             raise RuntimeError("use Received in a with statement")
         return bool(self._state[1])
 
-    def __enter__(self) -> Received:
-        super().__enter__()
-        return self
-
 
 class Reservation(_Block):
     """Room for one message in the queue (``MessageQueue.reserve``).  Inside
@@ -304,7 +303,3 @@ class Reservation(_Block):
 
     _reserve = True
     __slots__ = ()
-
-    def __enter__(self) -> Reservation:
-        super().__enter__()
-        return self
