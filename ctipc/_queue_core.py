@@ -807,6 +807,7 @@ class QueueCore(Closable):
             gets0 = words[GETS]
             # (_bounds inline where the positions are as they should be)
             head0, tail = words[HEAD], self._tail_seen
+            head = head0  # nothing taken yet (so too if the bounds are not had)
             if limit > 1:
                 # A batch takes what is there now, not only what this process
                 # saw (lock order: get, then put).

@@ -65,3 +65,42 @@ def test_a_weak_memory_process_and_an_ordinary_one_share_a_queue(
                 got = len(back)
             child.finish()
         assert back == [b"%d" % i * (1 + i % 7) for i in range(n)]
+
+
+HOLD_PUT = """
+    q = ctipc.MessageQueue(sys.argv[1], create=False)
+    assert q._put_intact() and q._try_put() == 0  # a producer stopped in its section
+    out("holding")
+    inp()
+    assert q._unlock_put() == 0
+    q.close()
+"""
+
+GET_NOWAIT = """
+    q = ctipc.MessageQueue(sys.argv[1], create=False)
+    try:
+        out("got", q.get_nowait().decode())
+    except ctipc.Empty:
+        out("Empty")
+    q.close()
+"""
+
+
+def test_a_weak_memory_get_that_cannot_read_the_tail_takes_nothing(name: str) -> None:
+    """Other consumers went past the tail this process saw, and the put mutex
+    it must read the tail under stays held: the get takes nothing and says
+    Empty (once the mutex's second of patience is over), with the queue
+    unchanged.  (It stored a head of -1 instead, refused as a ValueError.)"""
+    with ctipc.MessageQueue(name, capacity=4096, max_message=64) as q:
+        q.put(b"first")
+        q.put(b"second")
+        assert q.get(timeout=10) == b"first"  # the head is past a fresh process's tail
+        with Child(HOLD_PUT, name) as holder:
+            holder.expect("holding")
+            with Child(GET_NOWAIT, name, CTIPC_EMULATE="weak-memory") as child:
+                assert child.readline() == "Empty"
+                child.finish()
+            holder.send()
+            holder.finish()
+        assert q.get(timeout=10) == b"second"
+        assert len(q) == 0
